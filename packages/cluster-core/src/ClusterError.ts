@@ -1,0 +1,66 @@
+/**
+ * The errors the cluster core reports to its callers. Each maps to one gRPC status code in one
+ * place (`internal/grpc.ts`), so a scheduler sees the same error whichever handler raised it.
+ */
+import { Schema } from "effect"
+
+/** A request field broke a rule. `field` is a path such as `operations[0].launch.taskInfos[1].command`. */
+export class InvalidArgument extends Schema.TaggedError<InvalidArgument>()("InvalidArgument", {
+  field: Schema.String,
+  rule: Schema.String
+}) {
+  override get message(): string {
+    return `${this.field}: ${this.rule}`
+  }
+}
+
+/** The call's session (framework id and stream id) is unknown or was replaced by a newer one. */
+export class StaleSession extends Schema.TaggedError<StaleSession>()("StaleSession", {
+  frameworkId: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `framework ${this.frameworkId}: ${this.reason}`
+  }
+}
+
+/** The thing asked for does not exist. */
+export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", {
+  field: Schema.String,
+  rule: Schema.String
+}) {
+  override get message(): string {
+    return `${this.field}: ${this.rule}`
+  }
+}
+
+/** The operation is declared in the API but not implemented by this version of the core. */
+export class Unimplemented extends Schema.TaggedError<Unimplemented>()("Unimplemented", {
+  field: Schema.String,
+  feature: Schema.String
+}) {
+  override get message(): string {
+    return `${this.field}: ${this.feature} is not supported by this master yet`
+  }
+}
+
+/** A daemon could not start: a bad flag, a port in use, unreadable state. */
+export class StartupError extends Schema.TaggedError<StartupError>()("StartupError", {
+  component: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.component}: ${this.reason}`
+  }
+}
+
+/** The framework was torn down; its id can never subscribe again. */
+export class FrameworkRemoved extends Schema.TaggedError<FrameworkRemoved>()("FrameworkRemoved", {
+  frameworkId: Schema.String
+}) {
+  override get message(): string {
+    return `framework ${this.frameworkId} was torn down and cannot subscribe again; subscribe without a framework id to register a new framework`
+  }
+}
+
+export type RequestError = InvalidArgument | StaleSession | NotFound | Unimplemented | FrameworkRemoved

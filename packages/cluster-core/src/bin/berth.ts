@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+/**
+ * The `berth` command: `berth master`, `berth agent` and `berth dev`. Flags are checked before
+ * anything starts; a bad one prints one line naming the flag and the rule and exits 2.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { StateStore } from "@berth/storage"
+import { Effect, Layer, Logger } from "effect"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Agent from "../Agent.ts"
+import * as Master from "../Master.ts"
+import * as Dev from "../internal/cli/dev.ts"
+import * as Flags from "../internal/cli/flags.ts"
+
+const major = Number(process.versions.node.split(".")[0])
+if (major < 22) {
+  process.stderr.write(`berth: Node ${process.versions.node} is too old: Berth needs Node >= 22 (24 recommended)\n`)
+  process.exit(1)
+}
+
+const masterFlags = {
+  host: { kind: "string", description: "Address to listen on", default: "127.0.0.1" },
+  port: { kind: "port", description: "gRPC port (0 picks a free one)", default: "5050" },
+  state: { kind: "store", description: "Durable registry: sqlite:<path> or memory:", default: "sqlite:.berth/master.db" },
+  "offer-timeout": { kind: "seconds", description: "Seconds before an unused offer is rescinded", default: "60" },
+  "allocation-interval": { kind: "seconds", description: "Seconds between allocation rounds", default: "1" },
+  "heartbeat-interval": { kind: "seconds", description: "Seconds between scheduler heartbeats", default: "15" }
+} satisfies Record<string, Flags.FlagSpec>
+
+const agentFlags = {
+  master: { kind: "endpoint", description: "The master's host:port" },
+  "work-dir": { kind: "string", description: "Sandboxes and agent state", default: ".berth/agent" },
+  resources: { kind: "resources", description: 'Declared resources, e.g. "cpus:2;mem:1024;ports:[31000-31100]"', default: "" },
+  attributes: { kind: "attributes", description: 'Attributes, e.g. "rack:r1;zone:z1"', default: "" },
+  hostname: { kind: "string", description: "Hostname reported to the master", default: os.hostname() },
+  host: { kind: "string", description: "Address of the agent's own API (sandbox files)", default: "127.0.0.1" },
+  port: { kind: "port", description: "Port of the agent's own API (0 picks a free one)", default: "0" }
+} satisfies Record<string, Flags.FlagSpec>
+
+const devFlags = {
+  dir: { kind: "string", description: "State and sandboxes of the whole cluster", default: ".berth" },
+  host: { kind: "string", description: "Address the master listens on", default: "127.0.0.1" },
+  port: { kind: "port", description: "The master's gRPC port (0 picks a free one)", default: "5050" },
+  agents: { kind: "count", description: "Number of agents", default: "3" },
+  "agent-resources": { kind: "resources", description: "Resources of each agent", default: "cpus:2;mem:2048;disk:4096;ports:[31000-31999]" }
+} satisfies Record<string, Flags.FlagSpec>
+
+const commands = {
+  master: { summary: "Run a master: admits agents, offers their resources to frameworks.", flags: masterFlags },
+  agent: { summary: "Run an agent: offers this machine's resources and runs tasks.", flags: agentFlags },
+  dev: { summary: "Run a local cluster: one master and N agents as child processes.", flags: devFlags }
+} as const
+
+const topUsage = [
+  "Usage: berth <command> [flags]",
+  "",
+  "Commands:",
+  ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`),
+  "",
+  "Run `berth <command> --help` for its flags."
+].join("\n")
+
+const [command, ...argv] = process.argv.slice(2)
+if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+  process.stdout.write(topUsage + "\n")
+  process.exit(command === undefined ? 2 : 0)
+}
+if (command === "--version") {
+  process.stdout.write("berth 0.1.0\n")
+  process.exit(0)
+}
+if (!(command in commands)) {
+  process.stderr.write(`berth: unknown command "${command}" (expected one of: ${Object.keys(commands).join(", ")})\n`)
+  process.exit(2)
+}
+const spec = commands[command as keyof typeof commands]
+let flags: Record<string, string> & { help: boolean }
+try {
+  flags = Flags.parse(spec.flags as Record<string, Flags.FlagSpec>, argv) as never
+} catch (error) {
+  process.stderr.write(`berth ${command}: ${(error as Error).message}\n`)
+  process.exit(2)
+}
+if (flags.help) {
+  process.stdout.write(Flags.usage(command, spec.summary, spec.flags) + "\n")
+  process.exit(0)
+}
+
+const program = (() => {
+  switch (command) {
+    case "master":
+      return Effect.gen(function*() {
+        const master = yield* Master.start({
+          host: flags.host!,
+          port: Number(flags.port),
+          offerTimeoutSeconds: Number(flags["offer-timeout"]),
+          allocationIntervalMs: Number(flags["allocation-interval"]) * 1000,
+          frameworkHeartbeatSeconds: Number(flags["heartbeat-interval"])
+        })
+        process.stdout.write(`berth master listening on ${master.endpoint}\n`)
+        return yield* Effect.never
+      }).pipe(Effect.provide(Layer.fresh(StateStore.layerFromUrl(flags.state!))))
+    case "agent":
+      return Effect.gen(function*() {
+        const agent = yield* Agent.start({
+          master: flags.master!,
+          workDir: flags["work-dir"]!,
+          hostname: flags.hostname!,
+          resources: flags.resources!,
+          attributes: flags.attributes!,
+          host: flags.host!,
+          port: Number(flags.port)
+        })
+        const agentId = yield* agent.registered
+        process.stdout.write(`berth agent ${agentId} registered with ${flags.master}\n`)
+        return yield* Effect.never
+      })
+    default:
+      return Dev.run({
+        dir: path.resolve(flags.dir!),
+        host: flags.host!,
+        port: Number(flags.port),
+        agents: Number(flags.agents),
+        agentResources: flags["agent-resources"]!,
+        entry: fileURLToPath(import.meta.url)
+      })
+  }
+})()
+
+// One line per log entry: daemons' output is read by people tailing files and by `berth dev`.
+NodeRuntime.runMain(
+  Effect.scoped(program).pipe(Effect.provide(Logger.layer([Logger.consoleLogFmt]))) as Effect.Effect<never, unknown>
+)

@@ -1,0 +1,80 @@
+import * as grpc from "@grpc/grpc-js"
+import { Cause, Effect, Exit, Scope } from "effect"
+import type * as Context from "effect/Context"
+import { StartupError, type RequestError } from "../ClusterError.ts"
+
+/** The one place where request errors become gRPC statuses (with structured trailers). */
+export const toServiceError = (error: RequestError): Partial<grpc.StatusObject> => {
+  const metadata = new grpc.Metadata()
+  switch (error._tag) {
+    case "InvalidArgument":
+      metadata.set("berth-field", error.field)
+      metadata.set("berth-rule", error.rule)
+      return { code: grpc.status.INVALID_ARGUMENT, details: error.message, metadata }
+    case "NotFound":
+      metadata.set("berth-field", error.field)
+      metadata.set("berth-rule", error.rule)
+      return { code: grpc.status.NOT_FOUND, details: error.message, metadata }
+    case "StaleSession":
+      return { code: grpc.status.FAILED_PRECONDITION, details: error.message, metadata }
+    case "FrameworkRemoved":
+      return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata }
+    case "Unimplemented":
+      metadata.set("berth-field", error.field)
+      return { code: grpc.status.UNIMPLEMENTED, details: error.message, metadata }
+  }
+}
+
+const internal = (cause: Cause.Cause<unknown>): Partial<grpc.StatusObject> => ({
+  code: grpc.status.INTERNAL,
+  details: Cause.pretty(cause).split("\n")[0] ?? "internal error"
+})
+
+/**
+ * Adapts an Effect handler to grpc-js's unary callback style, running it with the daemon's
+ * services so handlers keep their Clock, logger and storage.
+ */
+export const unary =
+  <R, Req, Res>(context: Context.Context<R>, handler: (request: Req) => Effect.Effect<Res, RequestError, R>) =>
+  (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
+    Effect.runForkWith(context)(handler(call.request)).addObserver((exit) => {
+      if (Exit.isSuccess(exit)) return callback(null, exit.value)
+      const failure = exit.cause.reasons.find(Cause.isFailReason)
+      if (failure === undefined) {
+        // A defect is a bug in the master or agent: log it whole, answer INTERNAL.
+        Effect.runForkWith(context)(Effect.logError("request handler failed", Cause.pretty(exit.cause)))
+      }
+      callback(failure === undefined ? internal(exit.cause) : toServiceError(failure.error), null)
+    })
+  }
+
+/** Starts a grpc-js server on `host:port` (port 0 picks a free one) and stops it with the scope. */
+export const serve = (
+  address: string,
+  services: ReadonlyArray<readonly [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>,
+  component: string
+): Effect.Effect<{ readonly server: grpc.Server; readonly port: number }, StartupError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<{ readonly server: grpc.Server; readonly port: number }, StartupError>((resume) => {
+      const server = new grpc.Server({
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.max_receive_message_length": 64 * 1024 * 1024
+      })
+      for (const [definition, implementation] of services) server.addService(definition, implementation)
+      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+        if (error !== null) {
+          resume(Effect.fail(new StartupError({ component, reason: `cannot listen on ${address}: ${error.message}` })))
+        } else {
+          resume(Effect.succeed({ server, port }))
+        }
+      })
+    }),
+    // Open streams (subscriptions, agent connections) never end by themselves, so a graceful
+    // shutdown would wait forever: cut them; clients reconnect with backoff.
+    ({ server }) => Effect.sync(() => server.forceShutdown())
+  )
+
+/** "host:port" for a bound server, with 0.0.0.0 shown as the loopback address clients can use. */
+export const endpoint = (host: string, port: number): string =>
+  `${host === "0.0.0.0" || host === "" ? "127.0.0.1" : host}:${port}`

@@ -1,0 +1,108 @@
+import { Resources, v1 } from "@berth/proto"
+import { InvalidArgument, Unimplemented } from "../../ClusterError.ts"
+
+/** Task, framework and role ids: printable, no path separators (they name sandbox directories). */
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}$/
+const ROLE = /^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/
+
+const invalid = (field: string, rule: string) => new InvalidArgument({ field, rule })
+
+/** Checks a FrameworkInfo as it arrives with Subscribe. */
+export const frameworkInfo = (info: v1.FrameworkInfo | undefined): InvalidArgument | undefined => {
+  if (info === undefined) return invalid("frameworkInfo", "is required")
+  if (info.name.trim() === "") return invalid("frameworkInfo.name", "must not be empty")
+  if (info.frameworkId !== "" && !ID.test(info.frameworkId)) {
+    return invalid("frameworkInfo.frameworkId", `must match ${ID.source}`)
+  }
+  for (const [i, role] of info.roles.entries()) {
+    if (!ROLE.test(role)) return invalid(`frameworkInfo.roles[${i}]`, `must be "*" or match ${ROLE.source}`)
+  }
+  if (!Number.isFinite(info.failoverTimeoutSeconds) || info.failoverTimeoutSeconds < 0) {
+    return invalid("frameworkInfo.failoverTimeoutSeconds", "must be a finite number >= 0")
+  }
+  return undefined
+}
+
+const resources = (field: string, list: ReadonlyArray<v1.Resource>): InvalidArgument | undefined => {
+  let cpus = 0
+  for (const [i, resource] of list.entries()) {
+    const at = `${field}[${i}]`
+    if (resource.name === "") return invalid(`${at}.name`, "must not be empty")
+    const value = resource.value
+    if (value === undefined) return invalid(`${at}.value`, "must be set (scalar, ranges or set)")
+    if (value.$case === "scalar") {
+      if (!Number.isFinite(value.value)) return invalid(`${at}.scalar`, "must be a finite number")
+      if (value.value < 0) return invalid(`${at}.scalar`, `${resource.name} must be >= 0`)
+      if (resource.name === "cpus") cpus += value.value
+    }
+    if (value.$case === "ranges") {
+      for (const [j, range] of value.value.range.entries()) {
+        if (range.begin > range.end) return invalid(`${at}.ranges.range[${j}]`, "begin must be <= end")
+      }
+    }
+  }
+  if (!(cpus > 0)) return invalid(`${field}`, "cpus must be > 0")
+  return undefined
+}
+
+const command = (field: string, cmd: v1.CommandInfo | undefined): InvalidArgument | undefined => {
+  if (cmd === undefined) return invalid(field, "is required (a shell command or an argv)")
+  if (cmd.value.trim() === "") {
+    return invalid(`${field}.value`, cmd.shell ? "must be a non-empty shell command" : "must name the executable to run")
+  }
+  for (const [i, variable] of cmd.environment.entries()) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(variable.name)) {
+      return invalid(`${field}.environment[${i}].name`, "must be a valid environment variable name")
+    }
+  }
+  return undefined
+}
+
+/**
+ * Checks one task of a LAUNCH against the rules the master enforces before anything is
+ * launched. Returns the first broken rule.
+ */
+export const task = (
+  field: string,
+  info: v1.TaskInfo,
+  agentId: string
+): InvalidArgument | Unimplemented | undefined => {
+  if (!ID.test(info.taskId)) return invalid(`${field}.taskId`, `must match ${ID.source}`)
+  if (info.agentId !== "" && info.agentId !== agentId) {
+    return invalid(`${field}.agentId`, `must be empty or the offers' agent ${agentId}`)
+  }
+  if (info.executor !== undefined) return new Unimplemented({ field: `${field}.executor`, feature: "custom executors" })
+  if (info.container !== undefined && info.container.type === v1.ContainerInfo_Type.DOCKER) {
+    return new Unimplemented({ field: `${field}.container`, feature: "Docker containers" })
+  }
+  return (
+    command(`${field}.command`, info.command) ??
+    resources(`${field}.resources`, info.resources) ??
+    (info.killPolicy !== undefined && !(info.killPolicy.gracePeriodSeconds >= 0)
+      ? invalid(`${field}.killPolicy.gracePeriodSeconds`, "must be >= 0")
+      : undefined)
+  )
+}
+
+/** The operations this master applies; the rest of the contract is declared but not served yet. */
+export const operationKind = (
+  field: string,
+  operation: v1.Operation
+): InvalidArgument | Unimplemented | v1.Operation_Launch => {
+  const kind = operation.kind
+  if (kind === undefined) return invalid(`${field}.kind`, "must be set (launch, launchGroup, reserve, ...)")
+  if (kind.$case === "launch") {
+    if (kind.value.taskInfos.length === 0) return invalid(`${field}.launch.taskInfos`, "must list at least one task")
+    return kind.value
+  }
+  return new Unimplemented({ field: `${field}.${kind.$case}`, feature: kind.$case.toUpperCase() })
+}
+
+/** Rejects an Accept whose tasks need more than its offers hold. */
+export const fits = (offered: ReadonlyArray<v1.Resource>, needed: ReadonlyArray<v1.Resource>): InvalidArgument | undefined =>
+  Resources.contains(offered, needed)
+    ? undefined
+    : invalid(
+      "operations",
+      `the tasks need ${Resources.format(needed)} but the offers hold only ${Resources.format(offered)}`
+    )

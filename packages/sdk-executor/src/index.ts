@@ -1,0 +1,9 @@
+/**
+ * `@berth/sdk-executor`: the Effect SDK for Berth executors, and the agent's built-in command
+ * executor written with it.
+ *
+ * @packageDocumentation
+ */
+export * as ExecutorSession from "./ExecutorSession.ts"
+export * as CommandExecutor from "./CommandExecutor.ts"
+export * as ExecutorError from "./ExecutorError.ts"

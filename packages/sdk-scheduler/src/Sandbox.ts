@@ -1,0 +1,84 @@
+/**
+ * Reads files from task sandboxes (stdout, stderr, anything a task wrote), the way a UI or a
+ * CLI shows a task's output: the master's operator API says where the agent is, and the agent's
+ * own API serves the bytes. Only paths inside sandboxes can be read.
+ *
+ * @example
+ * ```ts
+ * import { Sandbox } from "@berth/sdk-scheduler"
+ * const bytes = yield* Sandbox.readFile({
+ *   master: "127.0.0.1:5050", agentId: status.agentId, frameworkId, executorId: status.taskId, file: "stdout"
+ * })
+ * console.log(new TextDecoder().decode(bytes))
+ * ```
+ */
+import * as grpc from "@grpc/grpc-js"
+import { v1 } from "@berth/proto"
+import { Effect, Schema } from "effect"
+
+/** A sandbox file could not be read: the agent is unknown, the file missing, or the call failed. */
+export class SandboxError extends Schema.TaggedError<SandboxError>()("SandboxError", {
+  path: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.path}: ${this.reason}`
+  }
+}
+
+export interface ReadFileOptions {
+  /** The master's "host:port". */
+  readonly master: string
+  readonly agentId: string
+  readonly frameworkId: string
+  /** For tasks run by the command executor, the executor id is the task id. */
+  readonly executorId: string
+  /** A path inside the sandbox; default "stdout". */
+  readonly file?: string
+  /** Read at most this many bytes from `offset` (0, the default, reads to the end, up to 4 MB). */
+  readonly offset?: number
+  readonly length?: number
+}
+
+const withClient = <C extends grpc.Client, A>(
+  make: () => C,
+  use: (client: C) => Effect.Effect<A, SandboxError>
+): Effect.Effect<A, SandboxError> =>
+  Effect.acquireUseRelease(Effect.sync(make), use, (client) => Effect.sync(() => client.close()))
+
+/** Where an agent's own API listens, from the master's operator API. */
+export const agentEndpoint = (master: string, agentId: string): Effect.Effect<string, SandboxError> =>
+  withClient(
+    () => new v1.OperatorServiceClient(master, grpc.credentials.createInsecure()),
+    (client) =>
+      Effect.callback<string, SandboxError>((resume) => {
+        client.getAgents({}, (error, response) => {
+          if (error !== null) return resume(Effect.fail(new SandboxError({ path: agentId, reason: error.message })))
+          const agent = response.agents.find((a) => a.info?.agentId === agentId)
+          resume(
+            agent?.info?.endpoint
+              ? Effect.succeed(agent.info.endpoint)
+              : Effect.fail(new SandboxError({ path: agentId, reason: "the master knows no agent with this id" }))
+          )
+        })
+      })
+  )
+
+/** Reads one sandbox file of the latest run of an executor. */
+export const readFile = (options: ReadFileOptions): Effect.Effect<Uint8Array, SandboxError> =>
+  Effect.gen(function*() {
+    const endpoint = yield* agentEndpoint(options.master, options.agentId)
+    const file = `frameworks/${options.frameworkId}/executors/${options.executorId}/runs/latest/${options.file ?? "stdout"}`
+    return yield* withClient(
+      () => new v1.AgentOperatorServiceClient(endpoint, grpc.credentials.createInsecure()),
+      (client) =>
+        Effect.callback<Uint8Array, SandboxError>((resume) => {
+          const chunks: Array<Uint8Array> = []
+          const call = client.readFile({ path: file, offset: options.offset ?? 0, length: options.length ?? 0, follow: false })
+          call.on("data", (chunk: v1.ReadFileResponse) => chunks.push(chunk.data))
+          call.on("error", (error: grpc.ServiceError) =>
+            resume(Effect.fail(new SandboxError({ path: file, reason: error.details || error.message }))))
+          call.on("end", () => resume(Effect.succeed(Buffer.concat(chunks))))
+        })
+    )
+  })

@@ -1,0 +1,8 @@
+/**
+ * `@berth/testkit`: whole Berth clusters for integration tests.
+ *
+ * @packageDocumentation
+ */
+export * as Operator from "./Operator.ts"
+export * as TestCluster from "./TestCluster.ts"
+export * as TestClusterError from "./TestClusterError.ts"

@@ -1,0 +1,84 @@
+/**
+ * A scripted framework for integration tests: it subscribes through the real SchedulerSession,
+ * acknowledges every update it receives (after recording it), and exposes offers and updates
+ * to the test.
+ */
+import { TaskStates, v1 } from "@berth/proto"
+import { SchedulerSession } from "@berth/sdk-scheduler"
+import { Context, Deferred, Effect, Layer, Queue, Scope, Stream } from "effect"
+
+export interface TestFramework {
+  readonly session: SchedulerSession.Service
+  readonly frameworkId: string
+  /** The next offer (offers are queued as they arrive). */
+  readonly nextOffer: Effect.Effect<v1.Offer>
+  /** Every status update received, in arrival order. */
+  readonly updates: ReadonlyArray<v1.TaskStatus>
+  /** Hex uuids of every update that carried one, and of every acknowledgement sent. */
+  readonly received: ReadonlySet<string>
+  readonly acknowledged: ReadonlySet<string>
+  /** Waits until `taskId` reports `state` and returns that update. */
+  readonly awaitState: (taskId: string, state: v1.TaskState) => Effect.Effect<v1.TaskStatus>
+  /** Waits until every task in `taskIds` reached a terminal state. */
+  readonly awaitTerminal: (taskIds: ReadonlyArray<string>) => Effect.Effect<void>
+}
+
+export const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
+
+export const open = (master: string, name = "test-framework"): Effect.Effect<TestFramework, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name } }))
+    const session = Context.get(context, SchedulerSession.SchedulerSession)
+    const offers = yield* Queue.unbounded<v1.Offer>()
+    const updates: Array<v1.TaskStatus> = []
+    const received = new Set<string>()
+    const acknowledged = new Set<string>()
+    const waiters: Array<{ match: (s: v1.TaskStatus) => boolean; done: Deferred.Deferred<v1.TaskStatus> }> = []
+    yield* session.events.pipe(
+      Stream.runForEach((event) =>
+        Effect.gen(function*() {
+          if (event.$case === "offers") {
+            for (const offer of event.value.offers) Queue.offerUnsafe(offers, offer)
+          }
+          if (event.$case === "update") {
+            for (const status of event.value.statuses) {
+              updates.push(status)
+              if (status.uuid.length > 0) received.add(hex(status.uuid))
+              yield* session.acknowledge(status)
+              if (status.uuid.length > 0) acknowledged.add(hex(status.uuid))
+              for (const waiter of waiters) if (waiter.match(status)) Deferred.doneUnsafe(waiter.done, Effect.succeed(status))
+            }
+          }
+        })
+      ),
+      Effect.forkScoped
+    )
+    const frameworkId = yield* session.frameworkId
+    const awaitState = (taskId: string, state: v1.TaskState) =>
+      Effect.gen(function*() {
+        // Register first, then look back: an update arriving in between is caught either way.
+        const done = yield* Deferred.make<v1.TaskStatus>()
+        waiters.push({ match: (s) => s.taskId === taskId && s.state === state, done })
+        const seen = updates.find((s) => s.taskId === taskId && s.state === state)
+        return seen ?? (yield* Deferred.await(done))
+      })
+    const awaitTerminal = (taskIds: ReadonlyArray<string>) =>
+      Effect.forEach(
+        taskIds,
+        (taskId) =>
+          Effect.gen(function*() {
+            const done = yield* Deferred.make<v1.TaskStatus>()
+            waiters.push({ match: (s) => s.taskId === taskId && TaskStates.isTerminal(s.state), done })
+            if (updates.some((s) => s.taskId === taskId && TaskStates.isTerminal(s.state))) return
+            yield* Deferred.await(done)
+          }),
+        { discard: true }
+      )
+    return { session, frameworkId, nextOffer: Queue.take(offers), updates, received, acknowledged, awaitState, awaitTerminal }
+  })
+
+/** A LAUNCH operation for shell-command tasks. */
+export const launch = (tasks: ReadonlyArray<v1.TaskInfo>): v1.Operation => ({
+  operationId: "",
+  kind: { $case: "launch", value: { taskInfos: [...tasks] } }
+})
