@@ -53,3 +53,21 @@ describe("examples/hello-framework", () => {
       expect(state.frameworks).toEqual([])
     }), 60_000)
 })
+
+describe("the README's 20-line framework", () => {
+  it.live("launches three tasks and exits once all three finished", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ agents: 1 })
+      const tiny = fileURLToPath(new URL("../dist/tiny.js", import.meta.url))
+      const result = yield* Effect.callback<{ code: number | null; stdout: string }>((resume) => {
+        const child = spawn(process.execPath, [tiny, cluster.master], { stdio: ["ignore", "pipe", "inherit"] })
+        let stdout = ""
+        child.stdout.on("data", (c) => (stdout += c))
+        child.on("exit", (code) => resume(Effect.succeed({ code, stdout })))
+        return Effect.sync(() => child.kill("SIGKILL"))
+      })
+      expect(result.code).toBe(0)
+      expect(result.stdout.split("\n").filter((l) => l.startsWith("tiny-")).map((l) => l.split(" ").slice(0, 2).join(" ")).sort())
+        .toEqual(["tiny-0 FINISHED", "tiny-1 FINISHED", "tiny-2 FINISHED"])
+    }), 60_000)
+})

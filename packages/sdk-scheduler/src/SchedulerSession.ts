@@ -98,7 +98,8 @@ export interface Service {
    * `teardown` or when the layer's scope closes.
    *
    * Single consumer: the events sit in one unbounded queue, so two consumers would each see a
-   * part of them. Fan out from one consumer (a PubSub) if several parts of the program need them.
+   * part of them, and events nobody takes pile up. Run one long-lived consumer and fan out from
+   * it (a PubSub) if several parts of the program need the events.
    */
   readonly events: Stream.Stream<Event, SchedulerError>
   /** The framework id, once the first SUBSCRIBED arrived; fails if the session ends first. */

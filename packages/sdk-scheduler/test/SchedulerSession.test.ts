@@ -458,7 +458,7 @@ describe("SchedulerSession", () => {
       yield* Scope.close(scope, Exit.void)
       yield* waitUntil("the stream to be cancelled", () => master.subscriptions[0]!.cancelled)
       expect(Exit.isSuccess(yield* events.end)).toBe(true)
-      expect(yield* Effect.flip(session.decline(["o1"]))).toMatchObject({ _tag: "Unavailable" })
+      expect(yield* Effect.flip(session.decline(["o1"]))).toMatchObject({ _tag: "Unavailable", call: "Decline" })
     }))
 
   it.effect.each([

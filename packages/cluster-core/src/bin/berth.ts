@@ -3,15 +3,9 @@
  * The `berth` command: `berth master`, `berth agent` and `berth dev`. Flags are checked before
  * anything starts; a bad one prints one line naming the flag and the rule and exits 2.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { StateStore } from "@berth/storage"
-import { Effect, Layer, Logger } from "effect"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as Agent from "../Agent.ts"
-import * as Master from "../Master.ts"
-import * as Dev from "../internal/cli/dev.ts"
 import * as Flags from "../internal/cli/flags.ts"
 
 const major = Number(process.versions.node.split(".")[0])
@@ -88,6 +82,15 @@ if (flags.help) {
   process.exit(0)
 }
 
+// The daemons' modules (Effect, gRPC, storage) load only once the flags are known to be good, so
+// a mistyped flag is answered at once.
+const { NodeRuntime } = await import("@effect/platform-node")
+const { StateStore } = await import("@berth/storage")
+const { Effect, Layer, Logger } = await import("effect")
+const Agent = await import("../Agent.ts")
+const Master = await import("../Master.ts")
+const Dev = await import("../internal/cli/dev.ts")
+
 const program = (() => {
   switch (command) {
     case "master":
@@ -131,5 +134,5 @@ const program = (() => {
 
 // One line per log entry: daemons' output is read by people tailing files and by `berth dev`.
 NodeRuntime.runMain(
-  Effect.scoped(program).pipe(Effect.provide(Logger.layer([Logger.consoleLogFmt]))) as Effect.Effect<never, unknown>
+  Effect.scoped(program).pipe(Effect.provide(Logger.layer([Logger.consoleLogFmt]))) as import("effect").Effect.Effect<never, unknown>
 )

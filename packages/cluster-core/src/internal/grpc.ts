@@ -48,6 +48,17 @@ export const unary =
     })
   }
 
+/**
+ * Ends a streaming call with an error status. (grpc-js sends a stream's status only from its
+ * 'error' event; `destroy` would drop the status and leave the client waiting.)
+ */
+export const failStream = (
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  error: RequestError | Partial<grpc.StatusObject>
+): void => {
+  call.emit("error", "_tag" in error ? toServiceError(error) : error)
+}
+
 /** Starts a grpc-js server on `host:port` (port 0 picks a free one) and stops it with the scope. */
 export const serve = (
   address: string,

@@ -103,19 +103,20 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
         else yield* Queue.fail(events, error)
       })
 
+    // What a call gets once the session is over: FrameworkRemoved as is (the caller must learn
+    // the framework is gone), anything else as this call being unable to run.
+    const endedError = (call: string) => (error: SchedulerError): SchedulerError =>
+      error._tag === "FrameworkRemoved" ? error : new Unavailable({ call, message: `the session ended: ${error.message}` })
+
     const awaitSubscribed = (call: string): Effect.Effect<Subscribed, SchedulerError> =>
       Effect.suspend(() => {
         switch (state._tag) {
           case "Subscribed":
             return Effect.succeed(state.current)
           case "Connecting":
-            return Deferred.await(state.ready)
+            return Deferred.await(state.ready).pipe(Effect.mapError(endedError(call)))
           case "Ended":
-            return Effect.fail(
-              state.error._tag === "FrameworkRemoved" || state.error._tag === "Unavailable"
-                ? state.error
-                : new Unavailable({ call, message: `the session ended: ${state.error.message}` })
-            )
+            return Effect.fail(endedError(call)(state.error))
         }
       })
 
@@ -260,9 +261,12 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
         // A fresh channel per attempt: grpc-js would otherwise apply its own reconnect backoff
         // (up to minutes) on top of `reconnect`, and a half-dead connection would be reused.
         dropChannel()
-        yield* Effect.logWarning(`scheduler session interrupted, re-subscribing: ${error.message}`).pipe(
-          Effect.annotateLogs({ frameworkId, master: target })
-        )
+        // During teardown the master closing the stream is expected, not worth a warning.
+        if (!tearingDown) {
+          yield* Effect.logWarning(`scheduler session interrupted, re-subscribing: ${error.message}`).pipe(
+            Effect.annotateLogs({ frameworkId, master: target })
+          )
+        }
         // The backoff starts over once a subscription worked, but still applies, so a master
         // that accepts and drops at once is not hammered.
         if (progress.subscribed) step = yield* Schedule.toStepWithSleep(config.reconnect)
@@ -273,7 +277,7 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        yield* ended(new Unavailable({ call: "SchedulerSession", message: "the session's scope was closed" }), true)
+        yield* ended(new Unavailable({ call: "Subscribe", message: "the session's scope was closed" }), true)
         dropChannel()
       })
     )

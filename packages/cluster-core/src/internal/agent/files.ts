@@ -4,6 +4,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { InvalidArgument, NotFound } from "../../ClusterError.ts"
+import * as Grpc from "../grpc.ts"
 
 /** Sandbox paths look like `frameworks/<fid>/executors/<eid>/runs/<run|latest>[/...]`. */
 const SANDBOX = /^frameworks\/[^/]+\/executors\/[^/]+\/runs\/[^/]+(\/.*)?$/
@@ -72,16 +73,7 @@ export const readFile = (workDir: string, run: (effect: Effect.Effect<void>) => 
   })
   run(
     read.pipe(
-      Effect.catch((error) =>
-        Effect.sync(() =>
-          call.destroy(
-            Object.assign(new Error(error.message), {
-              code: error._tag === "NotFound" ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT,
-              details: error.message
-            })
-          )
-        )
-      )
+      Effect.catch((error) => Effect.sync(() => Grpc.failStream(call, error)))
     )
   )
 }

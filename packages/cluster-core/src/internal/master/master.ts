@@ -1,9 +1,9 @@
-import type * as grpc from "@grpc/grpc-js"
+import * as grpc from "@grpc/grpc-js"
 import { Resources, TaskStates, v1 } from "@berth/proto"
 import { StateStore } from "@berth/storage"
 import { Cause, Clock, Effect, Queue, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
-import { FrameworkRemoved, InvalidArgument, NotFound, StaleSession, type RequestError } from "../../ClusterError.ts"
+import { FrameworkRemoved, InvalidArgument, NotFound, StaleSession, Unimplemented, type RequestError } from "../../ClusterError.ts"
 import * as Grpc from "../grpc.ts"
 import * as Validate from "./validation.ts"
 
@@ -316,6 +316,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         existing.suppressedRoles = new Set(request.suppressedRoles)
         existing.filters.clear()
         rescind((offer) => offer.frameworkId === frameworkId)
+        // Tell the old scheduler why it lost the session, so it stops instead of re-subscribing
+        // and taking the session back.
+        previous?.send({
+          event: { $case: "error", value: { message: `framework ${frameworkId} failed over to another scheduler` } }
+        })
         previous?.close()
       } else {
         frameworks.set(frameworkId, {
@@ -557,6 +562,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       }
       for (const [agentId, kills] of byAgent) agents.get(agentId)?.connection?.send({ message: { $case: "kill", value: { kills } } })
       frameworks.delete(frameworkId)
+      framework.subscriber?.send({ event: { $case: "error", value: { message: `framework ${frameworkId} was torn down` } } })
       framework.subscriber?.close()
       kick()
       yield* Effect.logInfo("framework torn down").pipe(Effect.annotateLogs({ frameworkId }))
@@ -681,12 +687,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
             registerAgent(message.value, connection).pipe(
               Effect.tap((id) => Effect.sync(() => (agentId = id))),
               Effect.catch((error) =>
-                Effect.sync(() => call.destroy(Object.assign(new Error(error.message), Grpc.toServiceError(error))))
+                Effect.sync(() => Grpc.failStream(call, error))
               ),
               Effect.catchCause((cause) =>
                 Effect.logError("agent registration failed").pipe(
                   Effect.annotateLogs({ cause: Cause.pretty(cause) }),
-                  Effect.andThen(Effect.sync(() => call.destroy(new Error("internal error"))))
+                  Effect.andThen(Effect.sync(() => Grpc.failStream(call, { code: grpc.status.INTERNAL, details: "internal error" })))
                 )
               )
             )
@@ -757,12 +763,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       }).pipe(
         Effect.tap((s) => Effect.sync(() => (current = s))),
         Effect.catch((error) =>
-          Effect.sync(() => call.destroy(Object.assign(new Error(error.message), Grpc.toServiceError(error))))
+          Effect.sync(() => Grpc.failStream(call, error))
         ),
         Effect.catchCause((cause) =>
           Effect.logError("subscription failed").pipe(
             Effect.annotateLogs({ cause: Cause.pretty(cause) }),
-            Effect.andThen(Effect.sync(() => call.destroy(new Error("internal error"))))
+            Effect.andThen(Effect.sync(() => Grpc.failStream(call, { code: grpc.status.INTERNAL, details: "internal error" })))
           )
         )
       )
@@ -772,8 +778,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     call.on("error", end)
   }
 
-  const unimplemented = (name: string) => () =>
-    Effect.fail(new NotFound({ field: name, rule: "is not served by this master yet" }))
+  const unimplemented = (name: string) => () => Effect.fail(new Unimplemented({ field: name, feature: name }))
 
   const scheduler: v1.SchedulerServiceServer = {
     subscribe: subscribeHandler,
@@ -812,7 +817,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         tasks: state().tasks.filter((t) => request.frameworkId === "" || t.frameworkId === request.frameworkId)
       }))),
     getRoles: Grpc.unary(context, unimplemented("GetRoles")),
-    watchEvents: (call) => call.destroy(Object.assign(new Error("WatchEvents is not served yet"), { code: 12 })),
+    watchEvents: (call) => Grpc.failStream(call, new Unimplemented({ field: "WatchEvents", feature: "WatchEvents" })),
     drainAgent: Grpc.unary(context, unimplemented("DrainAgent")),
     reactivateAgent: Grpc.unary(context, unimplemented("ReactivateAgent")),
     markAgentGone: Grpc.unary(context, unimplemented("MarkAgentGone")),
