@@ -49,8 +49,13 @@ export const set = (name: string, items: ReadonlyArray<string>, role?: string): 
 })
 
 /** The identity of a resource kind, ignoring its quantity and allocation role. */
-export const kindKey = (resource: Resource): string =>
-  JSON.stringify([
+export const kindKey = (resource: Resource): string => {
+  // The common case (unreserved, no disk info, not shared) is on every allocation's hot path:
+  // keep it to a string concatenation.
+  if (resource.reservations.length === 0 && resource.disk === undefined && !resource.shared) {
+    return `${resource.name}|${resource.value?.$case ?? "none"}`
+  }
+  return JSON.stringify([
     resource.name,
     resource.value?.$case ?? "none",
     resource.reservations.map((r) => [r.type, r.role, r.principal, r.labels?.labels ?? []]),
@@ -59,6 +64,10 @@ export const kindKey = (resource: Resource): string =>
     resource.disk?.source?.root ?? "",
     resource.shared
   ])
+}
+
+/** The role a resource is reserved for, or "*" when unreserved. */
+export const reservationRole = (resource: Resource): string => resource.reservations.at(-1)?.role ?? "*"
 
 const isEmpty = (resource: Resource): boolean => {
   const value = resource.value

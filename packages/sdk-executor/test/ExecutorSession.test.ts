@@ -66,7 +66,7 @@ describe("ExecutorSession.makeInProcess", () => {
         onUpdate: () => Effect.void,
         onMessage: (data) => Effect.sync(() => void messages.push(new TextDecoder().decode(data)))
       })
-      yield* inProcess.send({ $case: "kill", value: { taskId: "t1" } })
+      yield* inProcess.send({ $case: "kill", value: { taskId: "t1", reason: 0 } })
       yield* inProcess.send({ $case: "shutdown", value: { gracePeriodSeconds: 2 } })
       yield* inProcess.end
       yield* inProcess.send({ $case: "heartbeat", value: {} })

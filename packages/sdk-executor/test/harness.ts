@@ -90,7 +90,7 @@ export const startExecutor = (options: {
     const kill = (taskId: string, gracePeriodSeconds?: number) =>
       inProcess.send({
         $case: "kill",
-        value: { taskId, ...(gracePeriodSeconds === undefined ? {} : { killPolicy: { gracePeriodSeconds } }) }
+        value: { taskId, reason: 0, ...(gracePeriodSeconds === undefined ? {} : { killPolicy: { gracePeriodSeconds } }) }
       })
     return { sandbox, inProcess, fiber, statuses, next, done, launch, kill }
   })

@@ -152,7 +152,11 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
             if (task === undefined) continue
             yield* task.executor.send({
               $case: "kill",
-              value: kill.killPolicy === undefined ? { taskId: kill.taskId } : { taskId: kill.taskId, killPolicy: kill.killPolicy }
+              value: {
+                taskId: kill.taskId,
+                reason: kill.reason,
+                ...(kill.killPolicy === undefined ? {} : { killPolicy: kill.killPolicy })
+              }
             })
           }
           return

@@ -1,10 +1,19 @@
 import * as grpc from "@grpc/grpc-js"
 import { Resources, TaskStates, v1 } from "@berth/proto"
-import { StateStore } from "@berth/storage"
+import type { StateStore } from "@berth/storage"
 import { Cause, Clock, Effect, Queue, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
-import { FrameworkRemoved, InvalidArgument, NotFound, StaleSession, Unimplemented, type RequestError } from "../../ClusterError.ts"
+import {
+  FrameworkRemoved,
+  InvalidArgument,
+  NotFound,
+  type RequestError,
+  StaleSession,
+  Unimplemented
+} from "../../ClusterError.ts"
 import * as Grpc from "../grpc.ts"
+import * as Allocator from "./allocator.ts"
+import * as Registry from "./registry.ts"
 import * as Validate from "./validation.ts"
 
 export interface MasterConfig {
@@ -15,9 +24,14 @@ export interface MasterConfig {
   /** An unused offer is rescinded after this long (invariant 1: offers expire). */
   readonly offerTimeoutSeconds: number
   readonly frameworkHeartbeatSeconds: number
+  /** Agents ping this often ... */
   readonly agentPingSeconds: number
+  /** ... and are unreachable after this many missed pings (or this long disconnected). */
+  readonly agentPingMisses: number
   /** Refusal applied by Decline (and to what an Accept leaves unused) when no filter is given. */
   readonly defaultRefuseSeconds: number
+  /** Resources smaller than this (either cpus or mem) are not worth an offer. */
+  readonly minimumAllocatable: Allocator.MinimumAllocatable
   readonly version: string
 }
 
@@ -28,7 +42,9 @@ export const defaults: MasterConfig = {
   offerTimeoutSeconds: 60,
   frameworkHeartbeatSeconds: 15,
   agentPingSeconds: 5,
+  agentPingMisses: 5,
   defaultRefuseSeconds: 5,
+  minimumAllocatable: { cpus: 0.01, mem: 32 },
   version: "0.1.0"
 }
 
@@ -43,12 +59,15 @@ interface AgentConnection {
   readonly close: () => void
 }
 
+type AgentState = "active" | "disconnected" | "unreachable"
+
 interface AgentEntry {
   info: v1.AgentInfo
-  used: Array<v1.Resource>
-  offered: Array<v1.Resource>
   connection: AgentConnection | undefined
+  state: AgentState
+  draining: boolean
   registeredAtMs: number
+  lastSeenMs: number
 }
 
 interface Subscriber {
@@ -61,74 +80,62 @@ interface Subscriber {
 interface FrameworkEntry {
   info: v1.FrameworkInfo
   subscriber: Subscriber | undefined
-  /** Agent id → time (ms) until which this framework is not offered that agent's resources. */
-  readonly filters: Map<string, number>
-  suppressedRoles: Set<string>
-  used: Array<v1.Resource>
-  offered: Array<v1.Resource>
+  /** Set while the scheduler is away: the framework is torn down at this time. */
+  failoverDeadlineMs: number | undefined
 }
 
 interface TaskEntry {
   readonly frameworkId: string
   readonly agentId: string
+  /** The role the task's resources were allocated to. */
+  readonly role: string
   readonly info: v1.TaskInfo
   state: v1.TaskState
   status: v1.TaskStatus | undefined
 }
 
-interface OfferEntry {
-  readonly offer: v1.Offer
-}
-
-const FRAMEWORKS = "berth/master/frameworks/"
-const AGENTS = "berth/master/agents/"
-const REMOVED = "berth/master/removed-frameworks/"
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
-
-/** Minimum resources worth offering, so frameworks are not flooded with crumbs. */
-const allocatable = (resources: ReadonlyArray<v1.Resource>): boolean =>
-  Resources.sumScalar(resources, "cpus") >= 0.01 || Resources.sumScalar(resources, "mem") >= 32
+const roleOf = (resources: ReadonlyArray<v1.Resource>) => resources.find((r) => r.allocationRole !== "")?.allocationRole ?? "*"
 
 /**
- * The master: agent registry, framework sessions, offers and task bookkeeping. All state lives in
- * plain maps mutated only by synchronous sections, so the single JS thread serialises them; the
- * durable registry (frameworks and admitted agents) is written through `StateStore` before a
- * registration is answered.
+ * The master: agent registry, framework sessions, allocation, offers and task bookkeeping. All
+ * state lives in maps mutated only inside synchronous sections, so the single JS thread
+ * serialises them; the durable registry is written through `StateStore` before a registration is
+ * answered.
  */
 export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
-  const store = yield* StateStore.StateStore
   const scope = yield* Scope.Scope
+  const clock = yield* Clock.Clock
   const context = yield* Effect.context<StateStore.StateStore>()
   const run = <A, E>(effect: Effect.Effect<A, E, StateStore.StateStore>) => Effect.runForkWith(context)(effect)
+  const registry = yield* Registry.make
+  const allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
 
   const agents = new Map<string, AgentEntry>()
   const frameworks = new Map<string, FrameworkEntry>()
   const tasks = new Map<string, TaskEntry>()
-  const offers = new Map<string, OfferEntry>()
-  /** Agents known to the durable registry but not (yet) re-registered. */
+  const offers = new Map<string, v1.Offer>()
   const admittedAgents = new Map<string, v1.AgentInfo>()
   /** Torn-down framework ids: they may never subscribe again (and so never redeploy by accident). */
   const removedFrameworks = new Set<string>()
-
-  for (const entry of yield* store.list(FRAMEWORKS).pipe(Effect.orDie)) {
-    const info = v1.FrameworkInfo.fromJSON(JSON.parse(decoder.decode(entry.value)))
-    frameworks.set(info.frameworkId, {
-      info,
-      subscriber: undefined,
-      filters: new Map(),
-      suppressedRoles: new Set(),
-      used: [],
-      offered: []
-    })
-  }
-  for (const entry of yield* store.list(REMOVED).pipe(Effect.orDie)) removedFrameworks.add(entry.key.slice(REMOVED.length))
-  for (const entry of yield* store.list(AGENTS).pipe(Effect.orDie)) {
-    const info = v1.AgentInfo.fromJSON(JSON.parse(decoder.decode(entry.value)))
-    admittedAgents.set(info.agentId, info)
-  }
+  const goneAgents = new Set<string>()
+  const unreachableAfterMs = config.agentPingSeconds * config.agentPingMisses * 1000
 
   const startTimeMs = yield* Clock.currentTimeMillis
+  const snapshot = yield* registry.load
+  for (const id of snapshot.removedFrameworks) removedFrameworks.add(id)
+  for (const id of snapshot.goneAgents) goneAgents.add(id)
+  for (const info of snapshot.agents) admittedAgents.set(info.agentId, info)
+  for (const { role, weight } of snapshot.weights) allocator.setWeight(role, weight)
+  for (const { role, limits } of snapshot.quotas) allocator.setQuota(role, limits)
+  for (const record of snapshot.frameworks) {
+    // A scheduler that was connected when the previous master stopped gets its whole failover
+    // timeout from now to come back.
+    const deadline = record.failoverDeadlineMs ?? startTimeMs + record.info.failoverTimeoutSeconds * 1000
+    frameworks.set(record.info.frameworkId, { info: record.info, subscriber: undefined, failoverDeadlineMs: deadline })
+    allocator.addFramework(record.info.frameworkId, record.info.roles)
+    allocator.deactivateFramework(record.info.frameworkId)
+  }
+
   const masterInfo: v1.MasterInfo = {
     masterId: randomUUID(),
     endpoint: "",
@@ -139,134 +146,14 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   const kicks = yield* Queue.sliding<void>(1)
   const kick = () => Queue.offerUnsafe(kicks, undefined)
-
   const taskKey = (frameworkId: string, taskId: string) => `${frameworkId}/${taskId}`
-
-  // ---------------------------------------------------------------- offers and allocation
-
-  const removeOffer = (offerId: string): OfferEntry | undefined => {
-    const entry = offers.get(offerId)
-    if (entry === undefined) return undefined
-    offers.delete(offerId)
-    const agent = agents.get(entry.offer.agentId)
-    if (agent !== undefined) agent.offered = Resources.subtract(agent.offered, entry.offer.resources)
-    const framework = frameworks.get(entry.offer.frameworkId)
-    if (framework !== undefined) framework.offered = Resources.subtract(framework.offered, entry.offer.resources)
-    return entry
-  }
-
-  /** Takes offers back and tells their frameworks, batched per framework. */
-  const rescind = (predicate: (offer: v1.Offer) => boolean) => {
-    const byFramework = new Map<string, Array<string>>()
-    for (const { offer } of [...offers.values()]) {
-      if (!predicate(offer)) continue
-      removeOffer(offer.offerId)
-      byFramework.set(offer.frameworkId, [...(byFramework.get(offer.frameworkId) ?? []), offer.offerId])
-    }
-    for (const [frameworkId, offerIds] of byFramework) {
-      frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "rescind", value: { offerIds } } })
-    }
-    if (byFramework.size > 0) kick()
-  }
-
-  const totals = () => {
-    let cpus = 0
-    let mem = 0
-    for (const agent of agents.values()) {
-      if (agent.connection === undefined) continue
-      cpus += Resources.sumScalar(agent.info.resources, "cpus")
-      mem += Resources.sumScalar(agent.info.resources, "mem")
-    }
-    return { cpus: Math.max(cpus, 1e-9), mem: Math.max(mem, 1e-9) }
-  }
-
-  /** Dominant resource share: the framework with the smallest share gets the next offer. */
-  const share = (framework: FrameworkEntry, total: { cpus: number; mem: number }) => {
-    const held = Resources.add(framework.used, framework.offered)
-    return Math.max(Resources.sumScalar(held, "cpus") / total.cpus, Resources.sumScalar(held, "mem") / total.mem)
-  }
-
-  const offerable = (resources: ReadonlyArray<v1.Resource>, role: string) =>
-    resources.filter((r) => r.reservations.length === 0 || r.reservations.at(-1)?.role === role)
-
-  const allocate = (now: number) => {
-    rescind((offer) => offer.expiresAtMs <= now)
-    const total = totals()
-    const batches = new Map<string, Array<v1.Offer>>()
-    for (const agent of agents.values()) {
-      if (agent.connection === undefined) continue
-      const available = Resources.subtract(agent.info.resources, Resources.add(agent.used, agent.offered))
-      if (!allocatable(available)) continue
-      const candidates = [...frameworks.values()]
-        .filter((f) => f.subscriber !== undefined && (f.filters.get(agent.info.agentId) ?? 0) <= now)
-        .map((f) => ({ f, role: (f.info.roles.length > 0 ? f.info.roles : ["*"]).find((r) => !f.suppressedRoles.has(r)) }))
-        .filter((c): c is { f: FrameworkEntry; role: string } => c.role !== undefined)
-        .sort((a, b) => share(a.f, total) - share(b.f, total))
-      for (const { f, role } of candidates) {
-        const resources = Resources.allocate(offerable(available, role), role)
-        if (!allocatable(resources)) continue
-        const offer: v1.Offer = {
-          offerId: randomUUID(),
-          frameworkId: f.info.frameworkId,
-          agentId: agent.info.agentId,
-          hostname: agent.info.hostname,
-          resources,
-          attributes: agent.info.attributes,
-          allocationRole: role,
-          executorIds: [],
-          expiresAtMs: now + config.offerTimeoutSeconds * 1000
-        }
-        offers.set(offer.offerId, { offer })
-        agent.offered = Resources.add(agent.offered, resources)
-        f.offered = Resources.add(f.offered, resources)
-        batches.set(f.info.frameworkId, [...(batches.get(f.info.frameworkId) ?? []), offer])
-        break
-      }
-    }
-    for (const [frameworkId, batch] of batches) {
-      frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "offers", value: { offers: batch } } })
-    }
-  }
-
-  // A round runs every interval, and shortly after anything frees or adds resources; the short
-  // delay lets a burst of changes (an Accept's leftovers, many terminal updates) share one round.
-  yield* Effect.gen(function*() {
-    yield* Effect.race(Queue.take(kicks), Effect.sleep(config.allocationIntervalMs))
-    yield* Effect.sleep(5)
-    allocate(yield* Clock.currentTimeMillis)
-  }).pipe(Effect.forever, Effect.forkIn(scope))
-
-  // Heartbeats keep idle sessions alive and let schedulers notice a dead master.
-  yield* Effect.sync(() => {
-    for (const framework of frameworks.values()) {
-      framework.subscriber?.send({ event: { $case: "heartbeat", value: {} } })
-    }
-  }).pipe(Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)), Effect.forkIn(scope))
-
-  // ---------------------------------------------------------------- scheduler API
-
-  const session = (ref: v1.SessionRef | undefined): Effect.Effect<FrameworkEntry, StaleSession | InvalidArgument> => {
-    if (ref === undefined || ref.frameworkId === "") {
-      return Effect.fail(new InvalidArgument({ field: "session.frameworkId", rule: "is required" }))
-    }
-    const framework = frameworks.get(ref.frameworkId)
-    if (framework === undefined) {
-      return Effect.fail(new StaleSession({ frameworkId: ref.frameworkId, reason: "is not subscribed" }))
-    }
-    if (framework.subscriber === undefined || framework.subscriber.streamId !== ref.streamId) {
-      return Effect.fail(
-        new StaleSession({ frameworkId: ref.frameworkId, reason: `stream id "${ref.streamId}" is not the current session` })
-      )
-    }
-    return Effect.succeed(framework)
-  }
 
   const updateEvent = (statuses: Array<v1.TaskStatus>): v1.SubscribeResponse => ({
     event: { $case: "update", value: { statuses } }
   })
 
   const masterStatus = (
-    task: { taskId: string; agentId: string },
+    task: { readonly taskId: string; readonly agentId: string },
     state: v1.TaskState,
     reason: v1.TaskStatus_Reason,
     message: string,
@@ -285,10 +172,107 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     unreachableTimeMs: 0
   })
 
+  /** Sends master-generated updates, batched per framework. They carry no uuid: no acknowledgement. */
+  const notify = (updates: ReadonlyArray<{ readonly frameworkId: string; readonly status: v1.TaskStatus }>) => {
+    const byFramework = new Map<string, Array<v1.TaskStatus>>()
+    for (const { frameworkId, status } of updates) {
+      byFramework.set(frameworkId, [...(byFramework.get(frameworkId) ?? []), status])
+    }
+    for (const [frameworkId, statuses] of byFramework) frameworks.get(frameworkId)?.subscriber?.send(updateEvent(statuses))
+  }
+
+  const sendKills = (kills: ReadonlyArray<{ readonly agentId: string; readonly kill: v1.ConnectResponse_KillTask }>) => {
+    const byAgent = new Map<string, Array<v1.ConnectResponse_KillTask>>()
+    for (const { agentId, kill } of kills) byAgent.set(agentId, [...(byAgent.get(agentId) ?? []), kill])
+    for (const [agentId, list] of byAgent) agents.get(agentId)?.connection?.send({ message: { $case: "kill", value: { kills: list } } })
+  }
+
+  // ---------------------------------------------------------------- offers and allocation
+
+  /** Removes an offer; its resources stay allocated to the framework (the caller decides). */
+  const takeOffer = (offerId: string): v1.Offer | undefined => {
+    const offer = offers.get(offerId)
+    if (offer !== undefined) offers.delete(offerId)
+    return offer
+  }
+
+  /** Takes offers back, returns their resources to the pool, and tells their frameworks. */
+  const rescind = (predicate: (offer: v1.Offer) => boolean) => {
+    const byFramework = new Map<string, Array<string>>()
+    for (const offer of [...offers.values()]) {
+      if (!predicate(offer)) continue
+      takeOffer(offer.offerId)
+      allocator.recover(offer.frameworkId, offer.agentId, offer.allocationRole, offer.resources)
+      byFramework.set(offer.frameworkId, [...(byFramework.get(offer.frameworkId) ?? []), offer.offerId])
+    }
+    for (const [frameworkId, offerIds] of byFramework) {
+      frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "rescind", value: { offerIds } } })
+    }
+    if (byFramework.size > 0) kick()
+  }
+
+  const allocate = (now: number) => {
+    rescind((offer) => offer.expiresAtMs <= now)
+    const batches = new Map<string, Array<v1.Offer>>()
+    for (const allocation of allocator.cycle(now)) {
+      const agent = agents.get(allocation.agentId)!
+      const offer: v1.Offer = {
+        offerId: randomUUID(),
+        frameworkId: allocation.frameworkId,
+        agentId: allocation.agentId,
+        hostname: agent.info.hostname,
+        resources: allocation.resources,
+        attributes: agent.info.attributes,
+        allocationRole: allocation.role,
+        executorIds: [],
+        expiresAtMs: now + config.offerTimeoutSeconds * 1000
+      }
+      offers.set(offer.offerId, offer)
+      batches.set(offer.frameworkId, [...(batches.get(offer.frameworkId) ?? []), offer])
+    }
+    for (const [frameworkId, batch] of batches) {
+      frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "offers", value: { offers: batch } } })
+    }
+  }
+
+  // ---------------------------------------------------------------- tasks
+
+  const releaseTask = (task: TaskEntry) => allocator.recover(task.frameworkId, task.agentId, task.role, task.info.resources)
+
+  /** Applies a new state to a known task, releasing its resources when it becomes terminal. */
+  const transition = (task: TaskEntry, status: v1.TaskStatus): boolean => {
+    const wasTerminal = TaskStates.isTerminal(task.state)
+    task.state = status.state
+    task.status = status
+    if (!wasTerminal && TaskStates.isTerminal(status.state)) {
+      releaseTask(task)
+      return true
+    }
+    return false
+  }
+
+  // ---------------------------------------------------------------- frameworks
+
+  const session = (ref: v1.SessionRef | undefined): Effect.Effect<FrameworkEntry, StaleSession | InvalidArgument> => {
+    if (ref === undefined || ref.frameworkId === "") {
+      return Effect.fail(new InvalidArgument({ field: "session.frameworkId", rule: "is required" }))
+    }
+    const framework = frameworks.get(ref.frameworkId)
+    if (framework === undefined) {
+      return Effect.fail(new StaleSession({ frameworkId: ref.frameworkId, reason: "is not subscribed" }))
+    }
+    if (framework.subscriber === undefined || framework.subscriber.streamId !== ref.streamId) {
+      return Effect.fail(
+        new StaleSession({ frameworkId: ref.frameworkId, reason: `stream id "${ref.streamId}" is not the current session` })
+      )
+    }
+    return Effect.succeed(framework)
+  }
+
   const subscribe = (
     request: v1.SubscribeRequest,
     subscriber: Omit<Subscriber, "streamId" | "frameworkId">
-  ): Effect.Effect<Subscriber, RequestError, StateStore.StateStore> =>
+  ): Effect.Effect<Subscriber, RequestError> =>
     Effect.gen(function*() {
       const problem = Validate.frameworkInfo(request.frameworkInfo)
       if (problem !== undefined) return yield* problem
@@ -302,10 +286,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         })
       }
       if (frameworkId === "") frameworkId = randomUUID()
-      const stored: v1.FrameworkInfo = { ...info, frameworkId, roles: info.roles.length > 0 ? info.roles : ["*"] }
-      yield* store.put(FRAMEWORKS + frameworkId, encoder.encode(JSON.stringify(v1.FrameworkInfo.toJSON(stored)))).pipe(
-        Effect.orDie
-      )
+      const roles = info.roles.length > 0 ? info.roles : ["*"]
+      const stored: v1.FrameworkInfo = { ...info, frameworkId, roles }
+      yield* registry.putFramework({ info: stored })
       const current: Subscriber = { ...subscriber, frameworkId, streamId: randomUUID() }
       const existing = frameworks.get(frameworkId)
       if (existing !== undefined) {
@@ -313,8 +296,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         const previous = existing.subscriber
         existing.info = stored
         existing.subscriber = current
-        existing.suppressedRoles = new Set(request.suppressedRoles)
-        existing.filters.clear()
+        existing.failoverDeadlineMs = undefined
         rescind((offer) => offer.frameworkId === frameworkId)
         // Tell the old scheduler why it lost the session, so it stops instead of re-subscribing
         // and taking the session back.
@@ -323,15 +305,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         })
         previous?.close()
       } else {
-        frameworks.set(frameworkId, {
-          info: stored,
-          subscriber: current,
-          filters: new Map(),
-          suppressedRoles: new Set(request.suppressedRoles),
-          used: [],
-          offered: []
-        })
+        frameworks.set(frameworkId, { info: stored, subscriber: current, failoverDeadlineMs: undefined })
       }
+      allocator.addFramework(frameworkId, roles, request.suppressedRoles)
       current.send({
         event: {
           $case: "subscribed",
@@ -348,22 +324,61 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       return current
     })
 
-  const unsubscribe = (frameworkId: string, streamId: string) => {
-    const framework = frameworks.get(frameworkId)
-    if (framework?.subscriber?.streamId !== streamId) return
-    framework.subscriber = undefined
-    rescind((offer) => offer.frameworkId === frameworkId)
-  }
+  const unsubscribe = (frameworkId: string, streamId: string) =>
+    Effect.gen(function*() {
+      const framework = frameworks.get(frameworkId)
+      if (framework?.subscriber?.streamId !== streamId) return
+      framework.subscriber = undefined
+      allocator.deactivateFramework(frameworkId)
+      rescind((offer) => offer.frameworkId === frameworkId)
+      // Invariant 6: nothing of it is killed before the failover timeout runs out.
+      const now = yield* Clock.currentTimeMillis
+      framework.failoverDeadlineMs = now + framework.info.failoverTimeoutSeconds * 1000
+      yield* registry.putFramework({ info: framework.info, failoverDeadlineMs: framework.failoverDeadlineMs })
+      yield* Effect.logInfo("framework disconnected").pipe(
+        Effect.annotateLogs({ frameworkId, failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds })
+      )
+    })
+
+  /** Ends a framework for good: kills its tasks, forgets it, remembers its id as removed. */
+  const removeFramework = (framework: FrameworkEntry, why: string) =>
+    Effect.gen(function*() {
+      const frameworkId = framework.info.frameworkId
+      yield* registry.removeFramework(framework.info)
+      removedFrameworks.add(frameworkId)
+      rescind((offer) => offer.frameworkId === frameworkId)
+      const kills: Array<{ agentId: string; kill: v1.ConnectResponse_KillTask }> = []
+      for (const [key, task] of tasks) {
+        if (task.frameworkId !== frameworkId) continue
+        if (!TaskStates.isTerminal(task.state)) {
+          kills.push({
+            agentId: task.agentId,
+            kill: { frameworkId, taskId: task.info.taskId, reason: v1.TaskStatus_Reason.FRAMEWORK_REMOVED }
+          })
+          releaseTask(task)
+        }
+        tasks.delete(key)
+      }
+      sendKills(kills)
+      allocator.removeFramework(frameworkId)
+      frameworks.delete(frameworkId)
+      framework.subscriber?.send({ event: { $case: "error", value: { message: `framework ${frameworkId} ${why}` } } })
+      framework.subscriber?.close()
+      kick()
+      yield* Effect.logInfo("framework removed").pipe(Effect.annotateLogs({ frameworkId, why }))
+    })
+
+  // ---------------------------------------------------------------- scheduler calls
 
   const accept = (request: v1.AcceptRequest) =>
     Effect.gen(function*() {
       const framework = yield* session(request.session)
       const frameworkId = framework.info.frameworkId
       if (request.offerIds.length === 0) return yield* new InvalidArgument({ field: "offerIds", rule: "must list at least one offer" })
-      const used: Array<OfferEntry> = []
+      const used: Array<v1.Offer> = []
       for (const [i, offerId] of request.offerIds.entries()) {
-        const entry = offers.get(offerId)
-        if (entry === undefined || entry.offer.frameworkId !== frameworkId) {
+        const offer = offers.get(offerId)
+        if (offer === undefined || offer.frameworkId !== frameworkId) {
           return yield* new InvalidArgument({
             field: `offerIds[${i}]`,
             rule: `offer "${offerId}" is unknown, expired or already used (an offer id can be used once)`
@@ -372,13 +387,17 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         if (request.offerIds.indexOf(offerId) !== i) {
           return yield* new InvalidArgument({ field: `offerIds[${i}]`, rule: `offer "${offerId}" is listed twice` })
         }
-        if (used.length > 0 && used[0]!.offer.agentId !== entry.offer.agentId) {
-          return yield* new InvalidArgument({ field: `offerIds[${i}]`, rule: "all offers of an Accept must be on one agent" })
+        if (used.length > 0 && (used[0]!.agentId !== offer.agentId || used[0]!.allocationRole !== offer.allocationRole)) {
+          return yield* new InvalidArgument({
+            field: `offerIds[${i}]`,
+            rule: "all offers of an Accept must be on one agent and allocated to one role"
+          })
         }
-        used.push(entry)
+        used.push(offer)
       }
-      const agentId = used[0]!.offer.agentId
-      const offered = Resources.add([], used.flatMap((e) => e.offer.resources))
+      const agentId = used[0]!.agentId
+      const role = used[0]!.allocationRole
+      const offered = Resources.add([], used.flatMap((o) => o.resources))
       const launches: Array<v1.TaskInfo> = []
       const seen = new Set<string>()
       for (const [i, operation] of request.operations.entries()) {
@@ -393,7 +412,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
             return yield* new InvalidArgument({ field: `${field}.taskId`, rule: `task "${info.taskId}" already exists` })
           }
           seen.add(info.taskId)
-          launches.push({ ...info, agentId })
+          // The task carries the role its resources were allocated to, so an agent re-registering
+          // after a master restart reports it with its role.
+          launches.push({ ...info, agentId, resources: Resources.allocate(info.resources, role) })
         }
       }
       const needed = Resources.add([], launches.flatMap((t) => t.resources))
@@ -406,15 +427,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
       // Everything checked: from here on nothing fails, so the Accept is all or nothing.
       const now = yield* Clock.currentTimeMillis
-      for (const entry of used) removeOffer(entry.offer.offerId)
-      const role = used[0]!.offer.allocationRole
-      const consumed = Resources.allocate(needed, role)
-      agent.used = Resources.add(agent.used, consumed)
-      framework.used = Resources.add(framework.used, consumed)
+      for (const offer of used) takeOffer(offer.offerId)
       const staging: Array<v1.TaskStatus> = []
       for (const info of launches) {
         const status = masterStatus(info, v1.TaskState.STAGING, v1.TaskStatus_Reason.UNSPECIFIED, "", now)
-        tasks.set(taskKey(frameworkId, info.taskId), { frameworkId, agentId, info, state: v1.TaskState.STAGING, status })
+        tasks.set(taskKey(frameworkId, info.taskId), { frameworkId, agentId, role, info, state: v1.TaskState.STAGING, status })
         staging.push(status)
       }
       if (launches.length > 0) {
@@ -427,9 +444,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         framework.subscriber?.send(updateEvent(staging))
       }
       const leftover = Resources.subtract(offered, needed)
-      if (allocatable(leftover)) {
+      if (leftover.length > 0) {
+        allocator.recover(frameworkId, agentId, role, leftover)
         const refuse = request.filters?.refuseSeconds ?? config.defaultRefuseSeconds
-        framework.filters.set(agentId, now + refuse * 1000)
+        allocator.filter(frameworkId, agentId, now + refuse * 1000)
       }
       kick()
       return { launchedTaskIds: launches.map((t) => t.taskId) }
@@ -438,33 +456,45 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const decline = (request: v1.DeclineRequest) =>
     Effect.gen(function*() {
       const framework = yield* session(request.session)
-      const now = yield* Clock.currentTimeMillis
       const refuse = request.filters?.refuseSeconds ?? config.defaultRefuseSeconds
-      if (!(refuse >= 0)) return yield* new InvalidArgument({ field: "filters.refuseSeconds", rule: "must be >= 0" })
+      if (!(refuse >= 0)) return yield* new InvalidArgument({ field: "filters.refuseSeconds", rule: "must be a number >= 0" })
+      const now = yield* Clock.currentTimeMillis
       for (const offerId of request.offerIds) {
-        const entry = offers.get(offerId)
+        const offer = offers.get(offerId)
         // Declining an offer that is already gone is harmless: the framework may race a rescind.
-        if (entry === undefined || entry.offer.frameworkId !== framework.info.frameworkId) continue
-        removeOffer(offerId)
-        framework.filters.set(entry.offer.agentId, now + refuse * 1000)
+        if (offer === undefined || offer.frameworkId !== framework.info.frameworkId) continue
+        takeOffer(offerId)
+        allocator.recover(offer.frameworkId, offer.agentId, offer.allocationRole, offer.resources)
+        allocator.filter(offer.frameworkId, offer.agentId, now + refuse * 1000)
       }
       kick()
       return {}
     })
 
+  const validRoles = (framework: FrameworkEntry, roles: ReadonlyArray<string>) => {
+    const unknown = roles.findIndex((r) => !framework.info.roles.includes(r))
+    return unknown < 0
+      ? undefined
+      : new InvalidArgument({ field: `roles[${unknown}]`, rule: `"${roles[unknown]}" is not one of the framework's roles` })
+  }
+
   const revive = (request: v1.ReviveRequest) =>
-    Effect.map(session(request.session), (framework) => {
-      framework.filters.clear()
-      if (request.roles.length === 0) framework.suppressedRoles.clear()
-      for (const role of request.roles) framework.suppressedRoles.delete(role)
+    Effect.gen(function*() {
+      const framework = yield* session(request.session)
+      const problem = validRoles(framework, request.roles)
+      if (problem !== undefined) return yield* problem
+      allocator.revive(framework.info.frameworkId, request.roles)
       kick()
       return {}
     })
 
   const suppress = (request: v1.SuppressRequest) =>
-    Effect.map(session(request.session), (framework) => {
+    Effect.gen(function*() {
+      const framework = yield* session(request.session)
+      const problem = validRoles(framework, request.roles)
+      if (problem !== undefined) return yield* problem
       const roles = request.roles.length > 0 ? request.roles : framework.info.roles
-      for (const role of roles) framework.suppressedRoles.add(role)
+      allocator.suppress(framework.info.frameworkId, roles)
       rescind((offer) => offer.frameworkId === framework.info.frameworkId && roles.includes(offer.allocationRole))
       return {}
     })
@@ -473,43 +503,57 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     Effect.gen(function*() {
       const framework = yield* session(request.session)
       const frameworkId = framework.info.frameworkId
-      const now = yield* Clock.currentTimeMillis
-      const answers: Array<v1.TaskStatus> = []
-      const byAgent = new Map<string, Array<v1.ConnectResponse_KillTask>>()
       for (const [i, k] of request.kills.entries()) {
         if (k.taskId === "") return yield* new InvalidArgument({ field: `kills[${i}].taskId`, rule: "is required" })
-        const task = tasks.get(taskKey(frameworkId, k.taskId))
-        if (task === undefined) {
-          answers.push(masterStatus(k, v1.TaskState.UNKNOWN, v1.TaskStatus_Reason.TASK_UNKNOWN, "unknown task", now))
-        } else if (TaskStates.isTerminal(task.state)) {
-          if (task.status !== undefined) answers.push({ ...task.status, uuid: new Uint8Array(), source: v1.TaskStatus_Source.MASTER })
-        } else {
-          const killTask: v1.ConnectResponse_KillTask = { frameworkId, taskId: k.taskId }
-          const policy = k.killPolicy ?? task.info.killPolicy
-          byAgent.set(task.agentId, [...(byAgent.get(task.agentId) ?? []), policy === undefined ? killTask : { ...killTask, killPolicy: policy }])
+        const grace = k.killPolicy?.gracePeriodSeconds
+        if (grace !== undefined && !(grace >= 0)) {
+          return yield* new InvalidArgument({ field: `kills[${i}].killPolicy.gracePeriodSeconds`, rule: "must be >= 0" })
         }
       }
-      for (const [agentId, kills] of byAgent) agents.get(agentId)?.connection?.send({ message: { $case: "kill", value: { kills } } })
-      if (answers.length > 0) framework.subscriber?.send(updateEvent(answers))
+      const now = yield* Clock.currentTimeMillis
+      const answers: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
+      const kills: Array<{ agentId: string; kill: v1.ConnectResponse_KillTask }> = []
+      for (const k of request.kills) {
+        const task = tasks.get(taskKey(frameworkId, k.taskId))
+        if (task === undefined) {
+          answers.push({
+            frameworkId,
+            status: masterStatus(k, v1.TaskState.UNKNOWN, v1.TaskStatus_Reason.TASK_UNKNOWN, "unknown task", now)
+          })
+        } else if (TaskStates.isTerminal(task.state)) {
+          if (task.status !== undefined) {
+            answers.push({ frameworkId, status: { ...task.status, uuid: new Uint8Array(), source: v1.TaskStatus_Source.MASTER } })
+          }
+        } else {
+          const policy = k.killPolicy ?? task.info.killPolicy
+          const killTask: v1.ConnectResponse_KillTask = {
+            frameworkId,
+            taskId: k.taskId,
+            reason: v1.TaskStatus_Reason.KILLED_BY_SCHEDULER,
+            ...(policy === undefined ? {} : { killPolicy: policy })
+          }
+          kills.push({ agentId: task.agentId, kill: killTask })
+        }
+      }
+      sendKills(kills)
+      notify(answers)
       return {}
     })
 
   const acknowledge = (request: v1.AcknowledgeRequest) =>
     Effect.gen(function*() {
       const framework = yield* session(request.session)
+      const frameworkId = framework.info.frameworkId
       const byAgent = new Map<string, Array<v1.ConnectResponse_Acknowledgement>>()
       for (const [i, ack] of request.acknowledgements.entries()) {
         if (ack.uuid.length === 0) {
           return yield* new InvalidArgument({ field: `acknowledgements[${i}].uuid`, rule: "is required" })
         }
-        const agentId = ack.agentId !== "" ? ack.agentId : tasks.get(taskKey(framework.info.frameworkId, ack.taskId))?.agentId
+        const agentId = ack.agentId !== "" ? ack.agentId : tasks.get(taskKey(frameworkId, ack.taskId))?.agentId
         if (agentId === undefined) {
           return yield* new InvalidArgument({ field: `acknowledgements[${i}].agentId`, rule: "is required for an unknown task" })
         }
-        byAgent.set(agentId, [
-          ...(byAgent.get(agentId) ?? []),
-          { frameworkId: framework.info.frameworkId, taskId: ack.taskId, uuid: ack.uuid }
-        ])
+        byAgent.set(agentId, [...(byAgent.get(agentId) ?? []), { frameworkId, taskId: ack.taskId, uuid: ack.uuid }])
       }
       for (const [agentId, acknowledgements] of byAgent) {
         agents.get(agentId)?.connection?.send({ message: { $case: "acknowledgements", value: { acknowledgements } } })
@@ -524,6 +568,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const now = yield* Clock.currentTimeMillis
       const answer = (task: TaskEntry): v1.TaskStatus => ({
         ...(task.status ?? masterStatus({ taskId: task.info.taskId, agentId: task.agentId }, task.state, 0, "", now)),
+        state: task.state,
         source: v1.TaskStatus_Source.MASTER,
         reason: v1.TaskStatus_Reason.RECONCILIATION,
         uuid: new Uint8Array()
@@ -537,78 +582,96 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
               ? masterStatus(t, v1.TaskState.UNKNOWN, v1.TaskStatus_Reason.RECONCILIATION, "unknown task", now)
               : answer(task)
           })
-      if (statuses.length > 0) framework.subscriber?.send(updateEvent(statuses))
+      notify(statuses.map((status) => ({ frameworkId, status })))
       return {}
     })
 
   const teardown = (request: v1.TeardownRequest) =>
     Effect.gen(function*() {
       const framework = yield* session(request.session)
-      const frameworkId = framework.info.frameworkId
-      yield* store.put(REMOVED + frameworkId, encoder.encode(JSON.stringify(v1.FrameworkInfo.toJSON(framework.info)))).pipe(
-        Effect.orDie
-      )
-      yield* store.delete(FRAMEWORKS + frameworkId).pipe(Effect.orDie)
-      removedFrameworks.add(frameworkId)
-      rescind((offer) => offer.frameworkId === frameworkId)
-      const byAgent = new Map<string, Array<v1.ConnectResponse_KillTask>>()
-      for (const [key, task] of tasks) {
-        if (task.frameworkId !== frameworkId) continue
-        if (!TaskStates.isTerminal(task.state)) {
-          byAgent.set(task.agentId, [...(byAgent.get(task.agentId) ?? []), { frameworkId, taskId: task.info.taskId }])
-          releaseTask(task)
-        }
-        tasks.delete(key)
-      }
-      for (const [agentId, kills] of byAgent) agents.get(agentId)?.connection?.send({ message: { $case: "kill", value: { kills } } })
-      frameworks.delete(frameworkId)
-      framework.subscriber?.send({ event: { $case: "error", value: { message: `framework ${frameworkId} was torn down` } } })
-      framework.subscriber?.close()
-      kick()
-      yield* Effect.logInfo("framework torn down").pipe(Effect.annotateLogs({ frameworkId }))
+      yield* removeFramework(framework, "was torn down")
       return {}
     })
 
-  // ---------------------------------------------------------------- agent API
+  // ---------------------------------------------------------------- agents
 
   const registerAgent = (register: v1.ConnectRequest_Register, connection: AgentConnection) =>
     Effect.gen(function*() {
-      const offeredInfo = register.agentInfo
-      if (offeredInfo === undefined) return yield* new InvalidArgument({ field: "register.agentInfo", rule: "is required" })
-      if (Resources.sumScalar(offeredInfo.resources, "cpus") <= 0) {
+      const offered = register.agentInfo
+      if (offered === undefined) return yield* new InvalidArgument({ field: "register.agentInfo", rule: "is required" })
+      if (goneAgents.has(offered.agentId)) {
+        return yield* new InvalidArgument({
+          field: "register.agentInfo.agentId",
+          rule: `agent ${offered.agentId} was marked gone and may not re-register; start it with a fresh work dir`
+        })
+      }
+      if (Resources.sumScalar(offered.resources, "cpus") <= 0) {
         return yield* new InvalidArgument({ field: "register.agentInfo.resources", rule: "cpus must be > 0" })
       }
-      const known = offeredInfo.agentId !== "" && (agents.has(offeredInfo.agentId) || admittedAgents.has(offeredInfo.agentId))
-      const agentId = known ? offeredInfo.agentId : randomUUID()
-      const info: v1.AgentInfo = { ...offeredInfo, agentId }
-      yield* store.put(AGENTS + agentId, encoder.encode(JSON.stringify(v1.AgentInfo.toJSON(info)))).pipe(Effect.orDie)
+      const known = offered.agentId !== "" && (agents.has(offered.agentId) || admittedAgents.has(offered.agentId))
+      const agentId = known ? offered.agentId : randomUUID()
+      const info: v1.AgentInfo = { ...offered, agentId }
+      yield* registry.putAgent(info)
       admittedAgents.set(agentId, info)
       const now = yield* Clock.currentTimeMillis
       const previous = agents.get(agentId)
       rescind((offer) => offer.agentId === agentId)
       previous?.connection?.close()
-      const entry: AgentEntry = { info, used: [], offered: [], connection, registeredAtMs: now }
-      agents.set(agentId, entry)
-      // Task state is rebuilt from what the agent reports (invariant 5).
+
+      // Task state is rebuilt from what the agent reports (invariant 5). Tasks the master knew on
+      // this agent that it no longer reports are gone.
+      const reported = new Set(register.tasks.map((r) => taskKey(r.frameworkId, r.task?.taskId ?? "")))
+      const updates: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
+      for (const [key, task] of tasks) {
+        if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+        releaseTask(task)
+        if (!reported.has(key)) {
+          const status = masterStatus(
+            { taskId: task.info.taskId, agentId },
+            v1.TaskState.GONE,
+            v1.TaskStatus_Reason.AGENT_RESTARTED,
+            "the agent re-registered without this task",
+            now
+          )
+          task.state = status.state
+          task.status = status
+          updates.push({ frameworkId: task.frameworkId, status })
+        }
+      }
+      allocator.addAgent(agentId, info.resources)
+      if (previous?.draining === true) allocator.deactivateAgent(agentId)
       for (const report of register.tasks) {
         if (report.task === undefined) continue
         const key = taskKey(report.frameworkId, report.task.taskId)
         const state = report.latestStatus?.state ?? v1.TaskState.STAGING
-        const previousTask = tasks.get(key)
-        if (previousTask !== undefined && !TaskStates.isTerminal(previousTask.state)) releaseTask(previousTask)
-        tasks.set(key, { frameworkId: report.frameworkId, agentId, info: report.task, state, status: report.latestStatus })
-        if (!TaskStates.isTerminal(state)) {
-          entry.used = Resources.add(entry.used, report.task.resources)
-          const framework = frameworks.get(report.frameworkId)
-          if (framework !== undefined) framework.used = Resources.add(framework.used, report.task.resources)
+        const before = tasks.get(key)
+        const role = roleOf(report.task.resources)
+        tasks.set(key, { frameworkId: report.frameworkId, agentId, role, info: report.task, state, status: report.latestStatus })
+        if (!TaskStates.isTerminal(state)) allocator.track(report.frameworkId, agentId, role, report.task.resources)
+        // A task the frameworks saw as UNREACHABLE is back: say so (the agent's own updates may
+        // already have been acknowledged and will not come again).
+        if (before?.state === v1.TaskState.UNREACHABLE && report.latestStatus !== undefined) {
+          updates.push({
+            frameworkId: report.frameworkId,
+            status: { ...report.latestStatus, source: v1.TaskStatus_Source.MASTER, uuid: new Uint8Array(), timestampMs: now }
+          })
         }
       }
+      agents.set(agentId, {
+        info,
+        connection,
+        state: "active",
+        draining: previous?.draining ?? false,
+        registeredAtMs: previous?.registeredAtMs ?? now,
+        lastSeenMs: now
+      })
       connection.send({
         message: {
           $case: "registered",
           value: { agentId, pingIntervalSeconds: config.agentPingSeconds, masterInfo }
         }
       })
+      notify(updates)
       kick()
       yield* Effect.logInfo(known ? "agent re-registered" : "agent registered").pipe(
         Effect.annotateLogs({ agentId, hostname: info.hostname, resources: Resources.format(info.resources) })
@@ -616,44 +679,89 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       return agentId
     })
 
-  const releaseTask = (task: TaskEntry) => {
-    const agent = agents.get(task.agentId)
-    if (agent !== undefined) agent.used = Resources.subtract(agent.used, task.info.resources)
-    const framework = frameworks.get(task.frameworkId)
-    if (framework !== undefined) framework.used = Resources.subtract(framework.used, task.info.resources)
-  }
+  const disconnectAgent = (agentId: string, connection: AgentConnection) =>
+    Effect.gen(function*() {
+      const agent = agents.get(agentId)
+      if (agent?.connection !== connection) return
+      agent.connection = undefined
+      agent.state = "disconnected"
+      agent.lastSeenMs = yield* Clock.currentTimeMillis
+      allocator.deactivateAgent(agentId)
+      rescind((offer) => offer.agentId === agentId)
+      yield* Effect.logWarning("agent disconnected").pipe(Effect.annotateLogs({ agentId }))
+    })
+
+  /**
+   * An agent silent (or disconnected) for ping interval × misses is unreachable: its tasks become
+   * UNREACHABLE (not lost: they return to RUNNING when it re-registers).
+   */
+  const checkAgents = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const updates: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
+    for (const [agentId, agent] of agents) {
+      if (agent.state === "active" && now - agent.lastSeenMs > unreachableAfterMs) {
+        yield* Effect.logWarning("agent missed its pings").pipe(Effect.annotateLogs({ agentId }))
+        const connection = agent.connection
+        if (connection !== undefined) {
+          yield* disconnectAgent(agentId, connection)
+          connection.close()
+        }
+      }
+      if (agent.state === "disconnected" && now - agent.lastSeenMs >= unreachableAfterMs) {
+        agent.state = "unreachable"
+        for (const task of tasks.values()) {
+          if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+          const status = {
+            ...masterStatus(
+              { taskId: task.info.taskId, agentId },
+              v1.TaskState.UNREACHABLE,
+              v1.TaskStatus_Reason.AGENT_DISCONNECTED,
+              `agent ${agentId} is unreachable`,
+              now
+            ),
+            unreachableTimeMs: now
+          }
+          task.state = v1.TaskState.UNREACHABLE
+          task.status = status
+          updates.push({ frameworkId: task.frameworkId, status })
+        }
+        yield* Effect.logWarning("agent unreachable").pipe(Effect.annotateLogs({ agentId }))
+      }
+    }
+    notify(updates)
+  })
+
+  /** Frameworks whose scheduler stayed away past the failover timeout are torn down (invariant 6). */
+  const checkFailoverTimeouts = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    for (const framework of [...frameworks.values()]) {
+      if (framework.subscriber === undefined && framework.failoverDeadlineMs !== undefined && framework.failoverDeadlineMs <= now) {
+        yield* removeFramework(framework, "was torn down: its scheduler did not come back within its failover timeout")
+      }
+    }
+  })
 
   const statusUpdates = (agentId: string, updates: ReadonlyArray<v1.StatusUpdate>) => {
-    const byFramework = new Map<string, Array<v1.TaskStatus>>()
+    const forward: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
+    const acknowledgements: Array<v1.ConnectResponse_Acknowledgement> = []
     let freed = false
     for (const update of updates) {
       const status = update.status
       if (status === undefined) continue
       if (removedFrameworks.has(update.frameworkId)) {
         // Nobody will acknowledge these: the master does, so the agent can forget the task.
-        agents.get(agentId)?.connection?.send({
-          message: {
-            $case: "acknowledgements",
-            value: { acknowledgements: [{ frameworkId: update.frameworkId, taskId: status.taskId, uuid: status.uuid }] }
-          }
-        })
+        acknowledgements.push({ frameworkId: update.frameworkId, taskId: status.taskId, uuid: status.uuid })
         continue
       }
-      const key = taskKey(update.frameworkId, status.taskId)
-      const task = tasks.get(key)
-      if (task !== undefined) {
-        const wasTerminal = TaskStates.isTerminal(task.state)
-        task.state = status.state
-        task.status = status
-        if (!wasTerminal && TaskStates.isTerminal(status.state)) {
-          releaseTask(task)
-          freed = true
-        }
-      }
-      byFramework.set(update.frameworkId, [...(byFramework.get(update.frameworkId) ?? []), { ...status, agentId }])
+      const task = tasks.get(taskKey(update.frameworkId, status.taskId))
+      if (task !== undefined && transition(task, { ...status, agentId })) freed = true
+      forward.push({ frameworkId: update.frameworkId, status: { ...status, agentId } })
+    }
+    if (acknowledgements.length > 0) {
+      agents.get(agentId)?.connection?.send({ message: { $case: "acknowledgements", value: { acknowledgements } } })
     }
     // A disconnected framework misses these; the agent resends until they are acknowledged.
-    for (const [frameworkId, statuses] of byFramework) frameworks.get(frameworkId)?.subscriber?.send(updateEvent(statuses))
+    notify(forward)
     if (freed) kick()
   }
 
@@ -671,24 +779,21 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     }
     const disconnect = () => {
       closed = true
-      if (agentId === undefined) return
-      const agent = agents.get(agentId)
-      if (agent?.connection !== connection) return
-      agent.connection = undefined
-      rescind((offer) => offer.agentId === agentId)
-      run(Effect.logWarning("agent disconnected").pipe(Effect.annotateLogs({ agentId })))
+      if (agentId !== undefined) run(disconnectAgent(agentId, connection))
     }
     call.on("data", (request: v1.ConnectRequest) => {
       const message = request.message
       if (message === undefined) return
+      if (agentId !== undefined) {
+        const agent = agents.get(agentId)
+        if (agent?.connection === connection) agent.lastSeenMs = clock.currentTimeMillisUnsafe()
+      }
       switch (message.$case) {
         case "register":
           run(
             registerAgent(message.value, connection).pipe(
               Effect.tap((id) => Effect.sync(() => (agentId = id))),
-              Effect.catch((error) =>
-                Effect.sync(() => Grpc.failStream(call, error))
-              ),
+              Effect.catch((error) => Effect.sync(() => Grpc.failStream(call, error))),
               Effect.catchCause((cause) =>
                 Effect.logError("agent registration failed").pipe(
                   Effect.annotateLogs({ cause: Cause.pretty(cause) }),
@@ -716,29 +821,51 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     call.on("cancelled", disconnect)
   }
 
-  // ---------------------------------------------------------------- operator API
+  // ---------------------------------------------------------------- operator
 
-  const agentView = (agent: AgentEntry): v1.Agent => ({
-    info: agent.info,
-    state: agent.connection === undefined ? v1.Agent_State.UNREACHABLE : v1.Agent_State.ACTIVE,
-    allocated: agent.used,
-    offered: agent.offered,
-    registeredTimeMs: agent.registeredAtMs
-  })
-  const frameworkView = (f: FrameworkEntry): v1.Framework => ({
-    info: f.info,
-    connected: f.subscriber !== undefined,
-    active: f.subscriber !== undefined,
-    allocated: f.used,
-    offered: f.offered,
-    failoverDeadlineMs: 0
-  })
+  const agentView = (agentId: string, agent: AgentEntry): v1.Agent => {
+    const offered = Resources.add([], [...offers.values()].filter((o) => o.agentId === agentId).flatMap((o) => o.resources))
+    return {
+      info: agent.info,
+      state: agent.draining
+        ? v1.Agent_State.DRAINING
+        : agent.state === "active"
+        ? v1.Agent_State.ACTIVE
+        : v1.Agent_State.UNREACHABLE,
+      allocated: Resources.subtract(allocator.agentAllocated(agentId), offered),
+      offered,
+      registeredTimeMs: agent.registeredAtMs
+    }
+  }
+  const frameworkView = (f: FrameworkEntry): v1.Framework => {
+    const id = f.info.frameworkId
+    const offered = Resources.add([], [...offers.values()].filter((o) => o.frameworkId === id).flatMap((o) => o.resources))
+    const used = Resources.add(
+      [],
+      [...tasks.values()].filter((t) => t.frameworkId === id && !TaskStates.isTerminal(t.state)).flatMap((t) => t.info.resources)
+    )
+    return {
+      info: f.info,
+      connected: f.subscriber !== undefined,
+      active: f.subscriber !== undefined,
+      allocated: used,
+      offered,
+      failoverDeadlineMs: f.failoverDeadlineMs ?? 0
+    }
+  }
   const taskView = (t: TaskEntry): v1.Task => ({
     frameworkId: t.frameworkId,
     agentId: t.agentId,
     info: t.info,
     state: t.state,
     ...(t.status === undefined ? {} : { status: t.status })
+  })
+  const state = (): v1.GetStateResponse => ({
+    master: masterInfo,
+    agents: [...agents].map(([id, agent]) => agentView(id, agent)),
+    frameworks: [...frameworks.values()].map(frameworkView),
+    tasks: [...tasks.values()].map(taskView),
+    offers: [...offers.values()]
   })
 
   // ---------------------------------------------------------------- wiring
@@ -749,7 +876,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     const end = () => {
       if (ended) return
       ended = true
-      if (current !== undefined) unsubscribe(current.frameworkId, current.streamId)
+      if (current !== undefined) run(unsubscribe(current.frameworkId, current.streamId))
     }
     run(
       subscribe(call.request, {
@@ -762,9 +889,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         }
       }).pipe(
         Effect.tap((s) => Effect.sync(() => (current = s))),
-        Effect.catch((error) =>
-          Effect.sync(() => Grpc.failStream(call, error))
-        ),
+        Effect.catch((error) => Effect.sync(() => Grpc.failStream(call, error))),
         Effect.catchCause((cause) =>
           Effect.logError("subscription failed").pipe(
             Effect.annotateLogs({ cause: Cause.pretty(cause) }),
@@ -797,14 +922,6 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     updateFramework: Grpc.unary(context, unimplemented("UpdateFramework"))
   }
 
-  const state = (): v1.GetStateResponse => ({
-    master: masterInfo,
-    agents: [...agents.values()].map(agentView),
-    frameworks: [...frameworks.values()].map(frameworkView),
-    tasks: [...tasks.values()].map(taskView),
-    offers: [...offers.values()].map((o) => o.offer)
-  })
-
   const operator: v1.OperatorServiceServer = {
     getMaster: Grpc.unary(context, () => Effect.succeed({ master: masterInfo, leaderEndpoint: masterInfo.endpoint })),
     getHealth: Grpc.unary(context, () => Effect.succeed({ healthy: true, message: "ok" })),
@@ -814,7 +931,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     getFrameworks: Grpc.unary(context, () => Effect.sync(() => ({ frameworks: state().frameworks }))),
     getTasks: Grpc.unary(context, (request: v1.GetTasksRequest) =>
       Effect.sync(() => ({
-        tasks: state().tasks.filter((t) => request.frameworkId === "" || t.frameworkId === request.frameworkId)
+        tasks: [...tasks.values()]
+          .filter((t) => request.frameworkId === "" || t.frameworkId === request.frameworkId)
+          .map(taskView)
       }))),
     getRoles: Grpc.unary(context, unimplemented("GetRoles")),
     watchEvents: (call) => Grpc.failStream(call, new Unimplemented({ field: "WatchEvents", feature: "WatchEvents" })),
@@ -828,6 +947,26 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     reserveResources: Grpc.unary(context, unimplemented("ReserveResources")),
     unreserveResources: Grpc.unary(context, unimplemented("UnreserveResources"))
   }
+
+  // ---------------------------------------------------------------- background work
+
+  // A round runs every interval, and shortly after anything frees or adds resources; the short
+  // delay lets a burst of changes (an Accept's leftovers, many terminal updates) share one round.
+  yield* Effect.gen(function*() {
+    yield* Effect.race(Queue.take(kicks), Effect.sleep(config.allocationIntervalMs))
+    yield* Effect.sleep(5)
+    allocate(yield* Clock.currentTimeMillis)
+  }).pipe(Effect.forever, Effect.forkIn(scope))
+
+  // Heartbeats keep idle sessions alive and let schedulers notice a dead master.
+  yield* Effect.sync(() => {
+    for (const framework of frameworks.values()) framework.subscriber?.send({ event: { $case: "heartbeat", value: {} } })
+  }).pipe(Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)), Effect.forkIn(scope))
+
+  yield* Effect.andThen(checkAgents, checkFailoverTimeouts).pipe(
+    Effect.repeat(Schedule.spaced(Math.min(config.agentPingSeconds, 1) * 1000)),
+    Effect.forkIn(scope)
+  )
 
   const { port } = yield* Grpc.serve(
     `${config.host}:${config.port}`,
@@ -843,4 +982,3 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const handle: MasterHandle = { endpoint: masterInfo.endpoint, port, info: masterInfo }
   return handle
 })
-
