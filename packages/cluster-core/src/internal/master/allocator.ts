@@ -61,6 +61,26 @@ const add = (into: Quantities, resources: ReadonlyArray<v1.Resource>, sign: 1 | 
   }
 }
 
+/** Fisher-Yates with a small seeded generator (xorshift32), so a given `now` replays exactly. */
+const shuffle = <A>(items: Array<A>, seed: number): Array<A> => {
+  let state = (Math.floor(seed) ^ 0x9e3779b9) >>> 0 || 1
+  const next = () => {
+    state ^= state << 13
+    state >>>= 0
+    state ^= state >>> 17
+    state ^= state << 5
+    state >>>= 0
+    return state / 0x100000000
+  }
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1))
+    const t = items[i]!
+    items[i] = items[j]!
+    items[j] = t
+  }
+  return items
+}
+
 export const make = (options: { readonly minimumAllocatable: MinimumAllocatable }) => {
   const agents = new Map<string, AgentEntry>()
   const frameworks = new Map<string, FrameworkEntry>()
@@ -269,7 +289,9 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
         list.splice(lo, 0, item!)
       }
 
-      const ids = agentIds === undefined ? agents.keys() : agentIds
+      // Agents in a fresh random order every cycle (as Mesos does): a fixed order would hand the
+      // same agents to the same frameworks cycle after cycle and strand resources on them.
+      const ids = shuffle([...(agentIds ?? agents.keys())], now)
       for (const agentId of ids) {
         const agent = agents.get(agentId)
         if (agent === undefined || !agent.active || !allocatable(agent.available)) continue
