@@ -5,6 +5,7 @@
  */
 import { TaskStates, v1 } from "@berth/proto"
 import { SchedulerSession } from "@berth/sdk-scheduler"
+import { Operator } from "@berth/testkit"
 import { Context, Deferred, Effect, Layer, Queue, Scope, Stream } from "effect"
 
 export interface TestFramework {
@@ -25,9 +26,13 @@ export interface TestFramework {
 
 export const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
 
-export const open = (master: string, name = "test-framework"): Effect.Effect<TestFramework, unknown, Scope.Scope> =>
+export const open = (
+  master: string,
+  name = "test-framework",
+  framework: { readonly failoverTimeoutSeconds?: number; readonly frameworkId?: string } = {}
+): Effect.Effect<TestFramework, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name } }))
+    const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name, ...framework } }))
     const session = Context.get(context, SchedulerSession.SchedulerSession)
     const offers = yield* Queue.unbounded<v1.Offer>()
     const updates: Array<v1.TaskStatus> = []
@@ -82,3 +87,6 @@ export const launch = (tasks: ReadonlyArray<v1.TaskInfo>): v1.Operation => ({
   operationId: "",
   kind: { $case: "launch", value: { taskInfos: [...tasks] } }
 })
+
+/** The master's state through its operator API (one call, channel closed after). */
+export const operatorState = (master: string) => Effect.scoped(Effect.flatMap(Operator.make(master), (o) => o.state))

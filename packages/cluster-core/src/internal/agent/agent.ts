@@ -64,6 +64,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   )
   const endpoint = Grpc.endpoint(config.host, server.port)
   let agentId = ""
+  let pingIntervalMs = 5000
   let send: ((message: v1.ConnectRequest) => void) | undefined
   const tasks = new Map<string, RunningTask>()
   const key = (frameworkId: string, taskId: string) => `${frameworkId}/${taskId}`
@@ -135,6 +136,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       switch (message.$case) {
         case "registered": {
           agentId = message.value.agentId
+          if (message.value.pingIntervalSeconds > 0) pingIntervalMs = message.value.pingIntervalSeconds * 1000
           yield* Deferred.succeed(registered, agentId)
           // A new master knows nothing of what is in flight: resend every unacknowledged update.
           updates.resend(yield* Clock.currentTimeMillis, 0)
@@ -210,8 +212,11 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         value: { agentInfo: info(), tasks: reports(), frameworks, checkpointedResources: [], bootId: bootId }
       }
     })
-    const ping = yield* Effect.sync(() => send?.({ message: { $case: "ping", value: { sequence: 0 } } })).pipe(
-      Effect.repeat(Schedule.spaced("5 seconds")),
+    // Pings at the interval the master asked for in REGISTERED (5 s until then).
+    let sequence = 0
+    const ping = yield* Effect.suspend(() => Effect.sleep(pingIntervalMs)).pipe(
+      Effect.andThen(Effect.sync(() => send?.({ message: { $case: "ping", value: { sequence: sequence++ } } }))),
+      Effect.forever,
       Effect.forkScoped
     )
     yield* messages.pipe(Stream.runForEach((response) => (response.message === undefined ? Effect.void : handle(response.message))))

@@ -1,0 +1,130 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Agent, Master } from "@berth/cluster-core"
+import { Resources, v1 } from "@berth/proto"
+import { StateStore } from "@berth/storage"
+import { Effect, References } from "effect"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Framework from "./support/framework.ts"
+import { alive } from "./support/processes.ts"
+
+const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
+
+describe("a partitioned agent", () => {
+  it.live("its tasks turn UNREACHABLE after the ping timeout, then RUNNING again when it comes back; nothing is killed", () =>
+    Effect.gen(function*() {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-partition-"))),
+        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+      )
+      // Pings every 200 ms, unreachable after 5 missed ones (1 s).
+      const master = yield* Master.start({ port: 0, agentPingSeconds: 0.2, agentPingMisses: 5 }).pipe(
+        Effect.provide(StateStore.layerMemory)
+      )
+      const agent = yield* Effect.acquireRelease(
+        Effect.sync(() =>
+          spawn(process.execPath, [berth, "agent", "--master", master.endpoint, "--work-dir", dir, "--resources", "cpus:1;mem:256"], {
+            stdio: "ignore"
+          })
+        ),
+        (child) =>
+          Effect.sync(() => {
+            child.kill("SIGCONT")
+            child.kill("SIGTERM")
+          })
+      )
+      const framework = yield* Framework.open(master.endpoint)
+      const offer = yield* framework.nextOffer
+      yield* framework.session.accept([offer.offerId], [
+        Framework.launch([v1.TaskInfo.create({
+          name: "steady",
+          taskId: "steady",
+          resources: [Resources.scalar("cpus", 0.5)],
+          command: { shell: true, value: "echo $$ > pid; exec sleep 120" }
+        })])
+      ])
+      yield* framework.awaitState("steady", v1.TaskState.RUNNING)
+      const running = framework.updates.length
+
+      // A paused agent looks exactly like a partitioned one: silent, but its tasks live on.
+      agent.kill("SIGSTOP")
+      const unreachable = yield* framework.awaitState("steady", v1.TaskState.UNREACHABLE)
+      expect(unreachable.reason).toBe(v1.TaskStatus_Reason.AGENT_DISCONNECTED)
+      expect(unreachable.unreachableTimeMs).toBeGreaterThan(0)
+      expect((yield* Framework.operatorState(master.endpoint)).agents[0]?.state).toBe(v1.Agent_State.UNREACHABLE)
+
+      agent.kill("SIGCONT")
+      yield* Effect.gen(function*() {
+        while (!framework.updates.slice(running).some((s) => s.state === v1.TaskState.RUNNING)) yield* Effect.sleep("20 millis")
+      }).pipe(Effect.timeout("20 seconds"))
+      const pid = Number(fs.readFileSync(path.join(dir, "frameworks", framework.frameworkId, "executors", "steady", "runs", "latest", "pid"), "utf8"))
+      expect(() => process.kill(pid, 0)).not.toThrow()
+
+      // Reconciliation agrees.
+      const before = framework.updates.length
+      yield* framework.session.reconcile([{ taskId: "steady" }])
+      yield* Effect.gen(function*() {
+        while (framework.updates.length === before) yield* Effect.sleep("20 millis")
+      }).pipe(Effect.timeout("10 seconds"))
+      const answer = framework.updates.at(-1)!
+      expect([answer.state, answer.reason]).toEqual([v1.TaskState.RUNNING, v1.TaskStatus_Reason.RECONCILIATION])
+      expect(framework.updates.some((s) => s.taskId === "steady" && s.state === v1.TaskState.KILLED)).toBe(false)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "Error")), 40_000)
+})
+
+describe("scheduler failover timeout", () => {
+  it.live("away shorter than its failover timeout: nothing is lost; away longer: torn down, tasks killed", () =>
+    Effect.gen(function*() {
+      const master = yield* Master.start({ port: 0 }).pipe(Effect.provide(StateStore.layerMemory))
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-failover-"))),
+        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+      )
+      yield* Agent.start({ master: master.endpoint, workDir: dir, resources: "cpus:1;mem:256" })
+      const sleeper = v1.TaskInfo.create({
+        name: "sleeper",
+        taskId: "sleeper",
+        resources: [Resources.scalar("cpus", 0.5)],
+        command: { shell: true, value: "echo $$ > pid; exec sleep 120" }
+      })
+
+      // First scheduler: launches, then goes away for less than its 2 s failover timeout.
+      const frameworkId = yield* Effect.scoped(Effect.gen(function*() {
+        const framework = yield* Framework.open(master.endpoint, "failover", { failoverTimeoutSeconds: 2 })
+        const offer = yield* framework.nextOffer
+        yield* framework.session.accept([offer.offerId], [Framework.launch([sleeper])])
+        yield* framework.awaitState("sleeper", v1.TaskState.RUNNING)
+        return framework.frameworkId
+      }))
+      yield* Effect.sleep("1 second")
+      let state = yield* Framework.operatorState(master.endpoint)
+      expect(state.frameworks.map((f) => [f.info?.frameworkId, f.connected])).toEqual([[frameworkId, false]])
+      expect(state.tasks.map((t) => t.state)).toEqual([v1.TaskState.RUNNING])
+
+      // It comes back in time with its id: the task is still its own and still running.
+      yield* Effect.scoped(Effect.gen(function*() {
+        const framework = yield* Framework.open(master.endpoint, "failover", { failoverTimeoutSeconds: 2, frameworkId })
+        expect(framework.frameworkId).toBe(frameworkId)
+        yield* framework.session.reconcile()
+        const answer = yield* framework.awaitState("sleeper", v1.TaskState.RUNNING)
+        expect(answer.reason).toBe(v1.TaskStatus_Reason.RECONCILIATION)
+      }))
+
+      // Gone for longer than the timeout: the framework is torn down and its task killed.
+      yield* Effect.gen(function*() {
+        while ((yield* Framework.operatorState(master.endpoint)).frameworks.length > 0) yield* Effect.sleep("100 millis")
+      }).pipe(Effect.timeout("10 seconds"))
+      state = yield* Framework.operatorState(master.endpoint)
+      expect(state.tasks).toEqual([])
+      const sandbox = path.join(dir, "frameworks", frameworkId, "executors", "sleeper", "runs", "latest")
+      const pid = Number(fs.readFileSync(path.join(sandbox, "pid"), "utf8"))
+      // The task's whole process group is gone.
+      yield* Effect.gen(function*() {
+        while (alive(pid)) yield* Effect.sleep("50 millis")
+      }).pipe(Effect.timeout("10 seconds"))
+      expect(alive(pid)).toBe(false)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "Error")), 40_000)
+})
