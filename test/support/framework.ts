@@ -29,7 +29,7 @@ export const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
 export const open = (
   master: string,
   name = "test-framework",
-  framework: { readonly failoverTimeoutSeconds?: number; readonly frameworkId?: string } = {}
+  framework: { readonly failoverTimeoutSeconds?: number; readonly frameworkId?: string; readonly roles?: ReadonlyArray<string> } = {}
 ): Effect.Effect<TestFramework, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name, ...framework } }))

@@ -118,12 +118,15 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   /** Torn-down framework ids: they may never subscribe again (and so never redeploy by accident). */
   const removedFrameworks = new Set<string>()
   const goneAgents = new Set<string>()
+  /** Agents an operator is draining (maintenance): durable, so a restarted master keeps draining. */
+  const drainingAgents = new Map<string, { readonly maxGracePeriodSeconds: number | undefined; readonly markGone: boolean }>()
   const unreachableAfterMs = config.agentPingSeconds * config.agentPingMisses * 1000
 
   const startTimeMs = yield* Clock.currentTimeMillis
   const snapshot = yield* registry.load
   for (const id of snapshot.removedFrameworks) removedFrameworks.add(id)
   for (const id of snapshot.goneAgents) goneAgents.add(id)
+  for (const d of snapshot.draining) drainingAgents.set(d.agentId, { maxGracePeriodSeconds: d.maxGracePeriodSeconds, markGone: d.markGone })
   for (const info of snapshot.agents) admittedAgents.set(info.agentId, info)
   for (const { role, weight } of snapshot.weights) allocator.setWeight(role, weight)
   for (const { role, limits } of snapshot.quotas) allocator.setQuota(role, limits)
@@ -142,6 +145,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     version: config.version,
     startTimeMs,
     leading: true
+  }
+
+  /** Operator event stream subscribers (WatchEvents). */
+  const watchers = new Set<(event: v1.WatchEventsResponse) => void>()
+  const emit = (event: NonNullable<v1.WatchEventsResponse["event"]>) => {
+    for (const watcher of watchers) watcher({ event })
   }
 
   const kicks = yield* Queue.sliding<void>(1)
@@ -177,6 +186,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     const byFramework = new Map<string, Array<v1.TaskStatus>>()
     for (const { frameworkId, status } of updates) {
       byFramework.set(frameworkId, [...(byFramework.get(frameworkId) ?? []), status])
+      if (status.reason !== v1.TaskStatus_Reason.RECONCILIATION && status.state !== v1.TaskState.UNKNOWN) {
+        emit({ $case: "taskUpdated", value: { frameworkId, status, state: status.state } })
+      }
     }
     for (const [frameworkId, statuses] of byFramework) frameworks.get(frameworkId)?.subscriber?.send(updateEvent(statuses))
   }
@@ -308,6 +320,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         frameworks.set(frameworkId, { info: stored, subscriber: current, failoverDeadlineMs: undefined })
       }
       allocator.addFramework(frameworkId, roles, request.suppressedRoles)
+      emit(
+        existing === undefined
+          ? { $case: "frameworkAdded", value: { framework: frameworkView(frameworks.get(frameworkId)!) } }
+          : { $case: "frameworkUpdated", value: { framework: frameworkView(existing) } }
+      )
       current.send({
         event: {
           $case: "subscribed",
@@ -335,6 +352,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const now = yield* Clock.currentTimeMillis
       framework.failoverDeadlineMs = now + framework.info.failoverTimeoutSeconds * 1000
       yield* registry.putFramework({ info: framework.info, failoverDeadlineMs: framework.failoverDeadlineMs })
+      emit({ $case: "frameworkUpdated", value: { framework: frameworkView(framework) } })
       yield* Effect.logInfo("framework disconnected").pipe(
         Effect.annotateLogs({ frameworkId, failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds })
       )
@@ -362,6 +380,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       sendKills(kills)
       allocator.removeFramework(frameworkId)
       frameworks.delete(frameworkId)
+      emit({ $case: "frameworkRemoved", value: { frameworkInfo: framework.info } })
       framework.subscriber?.send({ event: { $case: "error", value: { message: `framework ${frameworkId} ${why}` } } })
       framework.subscriber?.close()
       kick()
@@ -431,8 +450,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const staging: Array<v1.TaskStatus> = []
       for (const info of launches) {
         const status = masterStatus(info, v1.TaskState.STAGING, v1.TaskStatus_Reason.UNSPECIFIED, "", now)
-        tasks.set(taskKey(frameworkId, info.taskId), { frameworkId, agentId, role, info, state: v1.TaskState.STAGING, status })
+        const entry: TaskEntry = { frameworkId, agentId, role, info, state: v1.TaskState.STAGING, status }
+        tasks.set(taskKey(frameworkId, info.taskId), entry)
         staging.push(status)
+        emit({ $case: "taskAdded", value: { task: taskView(entry) } })
       }
       if (launches.length > 0) {
         agent.connection.send({
@@ -639,7 +660,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         }
       }
       allocator.addAgent(agentId, info.resources)
-      if (previous?.draining === true) allocator.deactivateAgent(agentId)
+      if (previous?.draining ?? drainingAgents.has(agentId)) allocator.deactivateAgent(agentId)
       for (const report of register.tasks) {
         if (report.task === undefined) continue
         const key = taskKey(report.frameworkId, report.task.taskId)
@@ -661,10 +682,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         info,
         connection,
         state: "active",
-        draining: previous?.draining ?? false,
+        draining: previous?.draining ?? drainingAgents.has(agentId),
         registeredAtMs: previous?.registeredAtMs ?? now,
         lastSeenMs: now
       })
+      emit({ $case: "agentAdded", value: { agent: agentView(agentId, agents.get(agentId)!) } })
       connection.send({
         message: {
           $case: "registered",
@@ -828,7 +850,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     return {
       info: agent.info,
       state: agent.draining
-        ? v1.Agent_State.DRAINING
+        ? [...tasks.values()].some((t) => t.agentId === agentId && !TaskStates.isTerminal(t.state))
+          ? v1.Agent_State.DRAINING
+          : v1.Agent_State.DRAINED
         : agent.state === "active"
         ? v1.Agent_State.ACTIVE
         : v1.Agent_State.UNREACHABLE,
@@ -867,6 +891,154 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     tasks: [...tasks.values()].map(taskView),
     offers: [...offers.values()]
   })
+
+  // ---------------------------------------------------------------- operator calls
+
+  const knownAgent = (agentId: string) => {
+    const agent = agents.get(agentId)
+    return agent === undefined
+      ? Effect.fail(new NotFound({ field: "agentId", rule: `no agent "${agentId}" is registered` }))
+      : Effect.succeed(agent)
+  }
+
+  const quantitiesToResources = (quantities: ReadonlyMap<string, number> | undefined) =>
+    [...(quantities ?? new Map())].map(([name, amount]) => Resources.scalar(name, amount))
+
+  const getRoles = () =>
+    Effect.sync((): v1.GetRolesResponse => ({
+      roles: allocator.roleNames().sort().map((name) => {
+        const view = allocator.roleView(name)
+        return {
+          name,
+          weight: view.weight,
+          quota: quantitiesToResources(view.quota),
+          allocated: quantitiesToResources(view.allocated).filter((r) => r.value?.$case === "scalar" && r.value.value > 0),
+          frameworkIds: view.frameworks
+        }
+      })
+    }))
+
+  const updateWeights = (request: v1.UpdateWeightsRequest) =>
+    Effect.gen(function*() {
+      const problem = Validate.role("role", request.role) ??
+        (Number.isFinite(request.weight) && request.weight > 0 ? undefined : new InvalidArgument({ field: "weight", rule: "must be a finite number > 0" }))
+      if (problem !== undefined) return yield* problem
+      yield* registry.putWeight(request.role, request.weight)
+      allocator.setWeight(request.role, request.weight)
+      kick()
+      return {}
+    })
+
+  const updateQuota = (request: v1.UpdateQuotaRequest) =>
+    Effect.gen(function*() {
+      const problem = Validate.role("role", request.role) ?? Validate.quota("limits", request.limits)
+      if (problem !== undefined) return yield* problem
+      yield* registry.putQuota(request.role, request.limits)
+      allocator.setQuota(request.role, request.limits)
+      // Offers already out may exceed the new limit: take them back and allocate again.
+      rescind((offer) => offer.allocationRole === request.role)
+      kick()
+      return {}
+    })
+
+  /** Removes an agent for good: its tasks are GONE_BY_OPERATOR and it may never re-register. */
+  const markGone = (agentId: string) =>
+    Effect.gen(function*() {
+      const agent = yield* knownAgent(agentId)
+      yield* registry.markAgentGone(agentId)
+      goneAgents.add(agentId)
+      admittedAgents.delete(agentId)
+      drainingAgents.delete(agentId)
+      rescind((offer) => offer.agentId === agentId)
+      const now = yield* Clock.currentTimeMillis
+      const updates: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
+      for (const task of tasks.values()) {
+        if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+        const status = masterStatus(
+          { taskId: task.info.taskId, agentId },
+          v1.TaskState.GONE_BY_OPERATOR,
+          v1.TaskStatus_Reason.AGENT_REMOVED,
+          `agent ${agentId} was marked gone by an operator`,
+          now
+        )
+        transition(task, status)
+        updates.push({ frameworkId: task.frameworkId, status })
+      }
+      allocator.removeAgent(agentId)
+      agents.delete(agentId)
+      agent.connection?.close()
+      notify(updates)
+      emit({ $case: "agentRemoved", value: { agentId } })
+      kick()
+      yield* Effect.logWarning("agent marked gone").pipe(Effect.annotateLogs({ agentId }))
+      return {}
+    })
+
+  /** Draining: no more offers from the agent, and its tasks are killed with REASON_AGENT_DRAINING. */
+  const drain = (request: v1.DrainAgentRequest) =>
+    Effect.gen(function*() {
+      const agent = yield* knownAgent(request.agentId)
+      const grace = request.maxGracePeriodSeconds
+      if (grace !== undefined && !(Number.isFinite(grace) && grace >= 0)) {
+        return yield* new InvalidArgument({ field: "maxGracePeriodSeconds", rule: "must be a finite number >= 0" })
+      }
+      const plan = { maxGracePeriodSeconds: grace, markGone: request.markGone }
+      yield* registry.putDraining(request.agentId, plan)
+      drainingAgents.set(request.agentId, plan)
+      agent.draining = true
+      allocator.deactivateAgent(request.agentId)
+      rescind((offer) => offer.agentId === request.agentId)
+      const kills: Array<{ agentId: string; kill: v1.ConnectResponse_KillTask }> = []
+      for (const task of tasks.values()) {
+        if (task.agentId !== request.agentId || TaskStates.isTerminal(task.state)) continue
+        const own = task.info.killPolicy?.gracePeriodSeconds
+        const seconds = grace === undefined ? own : Math.min(grace, own ?? grace)
+        kills.push({
+          agentId: task.agentId,
+          kill: {
+            frameworkId: task.frameworkId,
+            taskId: task.info.taskId,
+            reason: v1.TaskStatus_Reason.AGENT_DRAINING,
+            ...(seconds === undefined ? {} : { killPolicy: { gracePeriodSeconds: seconds } })
+          }
+        })
+      }
+      sendKills(kills)
+      yield* Effect.logInfo("agent draining").pipe(Effect.annotateLogs({ agentId: request.agentId, tasks: kills.length }))
+      return {}
+    })
+
+  const reactivate = (request: v1.ReactivateAgentRequest) =>
+    Effect.gen(function*() {
+      const agent = yield* knownAgent(request.agentId)
+      yield* registry.putDraining(request.agentId, undefined)
+      drainingAgents.delete(request.agentId)
+      agent.draining = false
+      if (agent.state === "active") allocator.activateAgent(request.agentId)
+      kick()
+      return {}
+    })
+
+  /** A drained agent (no live task left) that was to be marked gone, is. */
+  const finishDrains = Effect.gen(function*() {
+    for (const [agentId, plan] of drainingAgents) {
+      if (!plan.markGone || !agents.has(agentId)) continue
+      const busy = [...tasks.values()].some((t) => t.agentId === agentId && !TaskStates.isTerminal(t.state))
+      if (!busy) yield* markGone(agentId)
+    }
+  })
+
+  const watchEvents = (call: grpc.ServerWritableStream<v1.WatchEventsRequest, v1.WatchEventsResponse>) => {
+    const watcher = (event: v1.WatchEventsResponse) => {
+      call.write(event)
+    }
+    call.write({ event: { $case: "snapshot", value: { state: state() } } })
+    watchers.add(watcher)
+    const stop = () => watchers.delete(watcher)
+    call.on("cancelled", stop)
+    call.on("close", stop)
+    call.on("error", stop)
+  }
 
   // ---------------------------------------------------------------- wiring
 
@@ -935,15 +1107,24 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           .filter((t) => request.frameworkId === "" || t.frameworkId === request.frameworkId)
           .map(taskView)
       }))),
-    getRoles: Grpc.unary(context, unimplemented("GetRoles")),
-    watchEvents: (call) => Grpc.failStream(call, new Unimplemented({ field: "WatchEvents", feature: "WatchEvents" })),
-    drainAgent: Grpc.unary(context, unimplemented("DrainAgent")),
-    reactivateAgent: Grpc.unary(context, unimplemented("ReactivateAgent")),
-    markAgentGone: Grpc.unary(context, unimplemented("MarkAgentGone")),
-    getQuota: Grpc.unary(context, unimplemented("GetQuota")),
-    updateQuota: Grpc.unary(context, unimplemented("UpdateQuota")),
-    getWeights: Grpc.unary(context, unimplemented("GetWeights")),
-    updateWeights: Grpc.unary(context, unimplemented("UpdateWeights")),
+    getRoles: Grpc.unary(context, getRoles),
+    watchEvents,
+    drainAgent: Grpc.unary(context, drain),
+    reactivateAgent: Grpc.unary(context, reactivate),
+    markAgentGone: Grpc.unary(context, (request: v1.MarkAgentGoneRequest) => markGone(request.agentId)),
+    getQuota: Grpc.unary(context, () =>
+      Effect.sync((): v1.GetQuotaResponse => ({
+        quotas: allocator.roleNames().sort().flatMap((role) => {
+          const quota = allocator.roleView(role).quota
+          return quota === undefined ? [] : [{ role, limits: quantitiesToResources(quota) }]
+        })
+      }))),
+    updateQuota: Grpc.unary(context, updateQuota),
+    getWeights: Grpc.unary(context, () =>
+      Effect.sync((): v1.GetWeightsResponse => ({
+        weights: allocator.roleNames().sort().map((role) => ({ role, weight: allocator.roleView(role).weight }))
+      }))),
+    updateWeights: Grpc.unary(context, updateWeights),
     reserveResources: Grpc.unary(context, unimplemented("ReserveResources")),
     unreserveResources: Grpc.unary(context, unimplemented("UnreserveResources"))
   }
@@ -963,8 +1144,13 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     for (const framework of frameworks.values()) framework.subscriber?.send({ event: { $case: "heartbeat", value: {} } })
   }).pipe(Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)), Effect.forkIn(scope))
 
-  yield* Effect.andThen(checkAgents, checkFailoverTimeouts).pipe(
+  yield* Effect.all([checkAgents, checkFailoverTimeouts, finishDrains]).pipe(
     Effect.repeat(Schedule.spaced(Math.min(config.agentPingSeconds, 1) * 1000)),
+    Effect.forkIn(scope)
+  )
+  // Watchers learn the stream is alive even when nothing changes.
+  yield* Effect.sync(() => emit({ $case: "heartbeat", value: {} })).pipe(
+    Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)),
     Effect.forkIn(scope)
   )
 

@@ -14,6 +14,7 @@ const REMOVED = `${PREFIX}removed-frameworks/`
 const GONE = `${PREFIX}gone-agents/`
 const WEIGHTS = `${PREFIX}weights/`
 const QUOTAS = `${PREFIX}quotas/`
+const DRAINING = `${PREFIX}draining-agents/`
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -32,6 +33,13 @@ export interface Snapshot {
   readonly goneAgents: ReadonlyArray<string>
   readonly weights: ReadonlyArray<{ readonly role: string; readonly weight: number }>
   readonly quotas: ReadonlyArray<{ readonly role: string; readonly limits: ReadonlyArray<v1.Resource> }>
+  readonly draining: ReadonlyArray<DrainRecord>
+}
+
+export interface DrainRecord {
+  readonly agentId: string
+  readonly maxGracePeriodSeconds: number | undefined
+  readonly markGone: boolean
 }
 
 export const make = Effect.gen(function*() {
@@ -59,7 +67,11 @@ export const make = Effect.gen(function*() {
         quotas: (yield* list(QUOTAS)).map(({ key, value }) => ({
           role: key,
           limits: (value as Array<unknown>).map((r) => v1.Resource.fromJSON(r))
-        }))
+        })),
+        draining: (yield* list(DRAINING)).map(({ key, value }) => {
+          const plan = value as { maxGracePeriodSeconds?: number; markGone?: boolean }
+          return { agentId: key, maxGracePeriodSeconds: plan.maxGracePeriodSeconds, markGone: plan.markGone === true }
+        })
       }
       return snapshot
     }).pipe(Effect.orDie),
@@ -71,7 +83,10 @@ export const make = Effect.gen(function*() {
     removeFramework: (info: v1.FrameworkInfo) =>
       Effect.andThen(put(REMOVED + info.frameworkId, v1.FrameworkInfo.toJSON(info)), remove(FRAMEWORKS + info.frameworkId)),
     putAgent: (info: v1.AgentInfo) => put(AGENTS + info.agentId, v1.AgentInfo.toJSON(info)),
-    markAgentGone: (agentId: string) => Effect.andThen(put(GONE + agentId, true), remove(AGENTS + agentId)),
+    markAgentGone: (agentId: string) =>
+      Effect.andThen(put(GONE + agentId, true), Effect.andThen(remove(AGENTS + agentId), remove(DRAINING + agentId))),
+    putDraining: (agentId: string, plan: Omit<DrainRecord, "agentId"> | undefined) =>
+      plan === undefined ? remove(DRAINING + agentId) : put(DRAINING + agentId, plan),
     putWeight: (role: string, weight: number) => put(WEIGHTS + role, weight),
     putQuota: (role: string, limits: ReadonlyArray<v1.Resource>) =>
       limits.length === 0 ? remove(QUOTAS + role) : put(QUOTAS + role, limits.map((r) => v1.Resource.toJSON(r)))

@@ -106,3 +106,22 @@ export const fits = (offered: ReadonlyArray<v1.Resource>, needed: ReadonlyArray<
       "operations",
       `the tasks need ${Resources.format(needed)} but the offers hold only ${Resources.format(offered)}`
     )
+
+/** A role name as used by weights, quota and reservations. */
+export const role = (field: string, name: string): InvalidArgument | undefined =>
+  ROLE.test(name) ? undefined : invalid(field, `must be "*" or match ${ROLE.source}`)
+
+/** Quota limits: scalar resources only, each finite and >= 0, each name once. */
+export const quota = (field: string, limits: ReadonlyArray<v1.Resource>): InvalidArgument | undefined => {
+  const seen = new Set<string>()
+  for (const [i, r] of limits.entries()) {
+    const at = `${field}[${i}]`
+    if (r.name === "") return invalid(`${at}.name`, "must not be empty")
+    if (r.value?.$case !== "scalar") return invalid(`${at}`, "quota covers scalar resources only (cpus, mem, disk, gpus, ...)")
+    if (!Number.isFinite(r.value.value) || r.value.value < 0) return invalid(`${at}.scalar`, "must be a finite number >= 0")
+    if (r.reservations.length > 0) return invalid(`${at}.reservations`, "must be empty: a quota limits a role, not a reservation")
+    if (seen.has(r.name)) return invalid(`${at}.name`, `"${r.name}" is listed twice`)
+    seen.add(r.name)
+  }
+  return undefined
+}
