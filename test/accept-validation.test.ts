@@ -49,8 +49,8 @@ const cases: Array<Case> = [
     name: "resources beyond the offer",
     offerIds: (offer) => [offer.offerId],
     tasks: [task({ resources: [Resources.scalar("cpus", 64), Resources.scalar("mem", 64)] })],
-    field: "operations",
-    rule: /need cpus:64.*hold only/
+    field: "operations[0].launch.taskInfos[0].resources",
+    rule: /needs cpus:64;mem:64 but what is left of the offers is cpus:2;mem:1024;disk:1024;ports:\[31000-32000\]$/
   },
   {
     name: "two tasks that fit alone but not together",
@@ -59,8 +59,8 @@ const cases: Array<Case> = [
       task({ taskId: "a", resources: [Resources.scalar("cpus", 1.5)] }),
       task({ taskId: "b", resources: [Resources.scalar("cpus", 1.5)] })
     ],
-    field: "operations",
-    rule: /need cpus:3/
+    field: "operations[0].launch.taskInfos[1].resources",
+    rule: /needs cpus:1\.5 but what is left of the offers is cpus:0\.5;/
   },
   {
     name: "a task with zero cpus",

@@ -9,6 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Framework from "./support/framework.ts"
+import * as MasterSupport from "./support/master.ts"
 import { alive } from "./support/processes.ts"
 
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
@@ -20,7 +21,7 @@ describe("berth agent as a process", () => {
         Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-agent-"))),
         (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
       )
-      const master = yield* Master.start({ port: 0 }).pipe(Effect.provide(StateStore.layerMemory))
+      const master = yield* MasterSupport.start()
       const agent = yield* Effect.acquireRelease(
         Effect.sync(() =>
           spawn(process.execPath, [berth, "agent", "--master", master.endpoint, "--work-dir", dir, "--resources", "cpus:1;mem:256"], {

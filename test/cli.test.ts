@@ -9,7 +9,7 @@ describe("berth command line", () => {
   it.each([
     [["master", "--port", "abc"], /^berth master: --port: must be an integer port in 0\.\.65535 \(got "abc"\)$/],
     [["master", "--port", "70000"], /^berth master: --port: must be an integer port/],
-    [["master", "--state", "postgres://x"], /^berth master: --state: must be "memory:" or "sqlite:<path>"/],
+    [["master", "--state", "postgres://x"], /^berth master: --state: must be "memory:", "sqlite:<path>" or "etcd:/],
     [["master", "--offer-timeout", "-1"], /^berth master: --offer-timeout: must be a number of seconds/],
     [["master", "--bogus", "1"], /^berth master: Unknown option '--bogus'/],
     [["agent"], /^berth agent: --master: is required$/],

@@ -9,6 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Framework from "./support/framework.ts"
+import * as MasterSupport from "./support/master.ts"
 import { alive } from "./support/processes.ts"
 
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
@@ -21,9 +22,7 @@ describe("a partitioned agent", () => {
         (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
       )
       // Pings every 200 ms, unreachable after 5 missed ones (1 s).
-      const master = yield* Master.start({ port: 0, agentPingSeconds: 0.2, agentPingMisses: 5 }).pipe(
-        Effect.provide(StateStore.layerMemory)
-      )
+      const master = yield* MasterSupport.start({ agentPingSeconds: 0.2, agentPingMisses: 5 })
       const agent = yield* Effect.acquireRelease(
         Effect.sync(() =>
           spawn(process.execPath, [berth, "agent", "--master", master.endpoint, "--work-dir", dir, "--resources", "cpus:1;mem:256"], {
@@ -78,7 +77,7 @@ describe("a partitioned agent", () => {
 describe("scheduler failover timeout", () => {
   it.live("away shorter than its failover timeout: nothing is lost; away longer: torn down, tasks killed", () =>
     Effect.gen(function*() {
-      const master = yield* Master.start({ port: 0 }).pipe(Effect.provide(StateStore.layerMemory))
+      const master = yield* MasterSupport.start()
       const dir = yield* Effect.acquireRelease(
         Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-failover-"))),
         (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))

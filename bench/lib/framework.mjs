@@ -14,8 +14,9 @@ import { Context, Deferred, Effect, Layer, Queue, Stream } from "effect"
 /**
  * Opens a framework session on `master` for the enclosing scope.
  *
- * - `onOffers(offers)`: optional; called for every offers event (its Effect is forked, so a slow
- *   Accept does not hold up updates). Without it, offers are queued for `nextOffer`.
+ * - `onOffers(offers, session)`: optional; called for every offers event (its Effect is forked,
+ *   so a slow Accept does not hold up updates). It gets the session because the first offers can
+ *   arrive before `open` returns. Without it, offers are queued for `nextOffer`.
  * - `onUpdate(status, receivedAtMs)`: optional; called synchronously for every status update,
  *   before it is acknowledged.
  */
@@ -38,7 +39,7 @@ export const open = (master, options = {}) =>
             counts.offerEvents++
             counts.offers += event.value.offers.length
             if (options.onOffers !== undefined) {
-              yield* Effect.forkChild(options.onOffers(event.value.offers))
+              yield* Effect.forkChild(options.onOffers(event.value.offers, session))
             } else {
               for (const offer of event.value.offers) Queue.offerUnsafe(offers, offer)
             }

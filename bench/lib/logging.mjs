@@ -6,7 +6,7 @@
 import { Effect, Logger, References } from "effect"
 
 /** Provides stderr logging at Warn and up, and collects those entries into `sink` (strings). */
-export const quietLogging = (sink, limit = 20) => (effect) =>
+export const quietLogging = (sink, limit = 100) => (effect) =>
   effect.pipe(
     Effect.provide(
       Logger.layer([

@@ -3,6 +3,7 @@
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
+import * as path from "node:path"
 
 /** The fields of /proc/<pid>/stat after the command name (which may hold spaces and ")"). */
 const statFields = (pid) => {
@@ -39,6 +40,15 @@ export const comm = (pid) => {
     return fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim()
   } catch {
     return undefined
+  }
+}
+
+/** Whether the process runs a Node binary (its executable's name starts with "node"). */
+export const isNode = (pid) => {
+  try {
+    return /^node/.test(path.basename(fs.readlinkSync(`/proc/${pid}/exe`)))
+  } catch {
+    return false
   }
 }
 

@@ -15,6 +15,8 @@ export interface TestFramework {
   readonly nextOffer: Effect.Effect<v1.Offer>
   /** Every status update received, in arrival order. */
   readonly updates: ReadonlyArray<v1.TaskStatus>
+  /** Every operation status received, in arrival order. */
+  readonly operations: ReadonlyArray<v1.OperationStatus>
   /** Hex uuids of every update that carried one, and of every acknowledgement sent. */
   readonly received: ReadonlySet<string>
   readonly acknowledged: ReadonlySet<string>
@@ -35,7 +37,12 @@ export const open = (
     const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name, ...framework } }))
     const session = Context.get(context, SchedulerSession.SchedulerSession)
     const offers = yield* Queue.unbounded<v1.Offer>()
+    const rescinded = new Set<string>()
+    /** The next offer still valid: rescinded ones are skipped. */
+    const nextOffer: Effect.Effect<v1.Offer> = Effect.flatMap(Queue.take(offers), (offer) =>
+      rescinded.has(offer.offerId) ? nextOffer : Effect.succeed(offer))
     const updates: Array<v1.TaskStatus> = []
+    const operations: Array<v1.OperationStatus> = []
     const received = new Set<string>()
     const acknowledged = new Set<string>()
     const waiters: Array<{ match: (s: v1.TaskStatus) => boolean; done: Deferred.Deferred<v1.TaskStatus> }> = []
@@ -45,6 +52,10 @@ export const open = (
           if (event.$case === "offers") {
             for (const offer of event.value.offers) Queue.offerUnsafe(offers, offer)
           }
+          if (event.$case === "rescind") for (const id of event.value.offerIds) rescinded.add(id)
+          // Offers from before a re-subscription are void.
+          if (event.$case === "subscribed") for (const offer of yield* Queue.clear(offers)) rescinded.add(offer.offerId)
+          if (event.$case === "updateOperationStatus") operations.push(...event.value.statuses)
           if (event.$case === "update") {
             for (const status of event.value.statuses) {
               updates.push(status)
@@ -79,7 +90,17 @@ export const open = (
           }),
         { discard: true }
       )
-    return { session, frameworkId, nextOffer: Queue.take(offers), updates, received, acknowledged, awaitState, awaitTerminal }
+    return {
+      session,
+      frameworkId,
+      nextOffer,
+      updates,
+      operations,
+      received,
+      acknowledged,
+      awaitState,
+      awaitTerminal
+    }
   })
 
 /** A LAUNCH operation for shell-command tasks. */

@@ -63,4 +63,13 @@ export class FrameworkRemoved extends Schema.TaggedError<FrameworkRemoved>()("Fr
   }
 }
 
-export type RequestError = InvalidArgument | StaleSession | NotFound | Unimplemented | FrameworkRemoved
+/** This master does not lead; `leader` is the leading master's endpoint ("" when none is known). */
+export class NotLeader extends Schema.TaggedError<NotLeader>()("NotLeader", {
+  leader: Schema.String
+}) {
+  override get message(): string {
+    return this.leader === "" ? "this master is a standby and no leader is elected yet" : `this master is a standby; the leader is ${this.leader}`
+  }
+}
+
+export type RequestError = InvalidArgument | StaleSession | NotFound | Unimplemented | FrameworkRemoved | NotLeader

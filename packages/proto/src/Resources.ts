@@ -165,9 +165,17 @@ export const rangesOf = (resources: ReadonlyArray<Resource>, name: string): Arra
 export const allocate = (resources: ReadonlyArray<Resource>, role: string): Array<Resource> =>
   resources.map((r) => ({ ...r, allocationRole: role }))
 
+const ORDER = ["cpus", "gpus", "mem", "disk", "ports"]
+/** Well-known resources first, in the order people read them, then the rest by name. */
+const rank = (name: string) => {
+  const i = ORDER.indexOf(name)
+  return i < 0 ? ORDER.length : i
+}
+
 /** Text form used by flags and logs: `cpus:4;mem:2048;ports:[31000-32000];tags:{a,b}`; a role in parentheses. */
 export const format = (resources: ReadonlyArray<Resource>): string =>
   normalize(resources)
+    .sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name) || reservationRole(a).localeCompare(reservationRole(b)))
     .map((r) => {
       const role = r.reservations.at(-1)?.role
       const name = role === undefined ? r.name : `${r.name}(${role})`

@@ -24,3 +24,28 @@ export class LaunchError extends Schema.TaggedError<LaunchError>()("LaunchError"
   taskId: Schema.String,
   message: Schema.String
 }) {}
+
+/**
+ * An artifact of the task (one of `command.uris`) could not be fetched into the sandbox: the
+ * source is unreachable or answered with an error, the download stalled, took too long or was too
+ * large, the checksum did not match, or an archive could not be extracted safely (for example an
+ * entry that would land outside the sandbox). The command executor reports it as TASK_FAILED
+ * with REASON_FETCHER_FAILED and spawns nothing.
+ *
+ * @example
+ * ```ts
+ * import { ExecutorError } from "@berth/sdk-executor"
+ *
+ * const error = new ExecutorError.FetchError({
+ *   uri: "https://example.org/app.tgz",
+ *   message: "HTTP 404 Not Found"
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class FetchError extends Schema.TaggedError<FetchError>()("FetchError", {
+  uri: Schema.String,
+  message: Schema.String
+}) {}

@@ -30,7 +30,10 @@ export interface StatusInit {
   readonly state: v1.TaskState
   readonly message?: string
   readonly reason?: v1.TaskStatus_Reason
+  /** The result of the task's health check; set on updates once the task has one. */
   readonly healthy?: boolean
+  /** The result of the task's readiness check (`TaskInfo.check`); set once the task has one. */
+  readonly ready?: boolean
   readonly exitCode?: number
   readonly data?: Uint8Array
 }

@@ -7,3 +7,4 @@
 export * as ExecutorSession from "./ExecutorSession.ts"
 export * as CommandExecutor from "./CommandExecutor.ts"
 export * as ExecutorError from "./ExecutorError.ts"
+export * as DockerExecutor from "./DockerExecutor.ts"

@@ -72,7 +72,7 @@ describe("ExecutorSession.makeInProcess", () => {
       yield* inProcess.send({ $case: "heartbeat", value: {} })
       const events = yield* Stream.runCollect(inProcess.session.events)
       expect(events).toEqual([
-        { $case: "kill", value: { taskId: "t1" } },
+        { $case: "kill", value: { taskId: "t1", reason: 0 } },
         { $case: "shutdown", value: { gracePeriodSeconds: 2 } }
       ])
       yield* inProcess.session.message(new TextEncoder().encode("hello scheduler"))

@@ -60,9 +60,15 @@ export const shellTask = (taskId: string, script: string, extra: Partial<v1.Task
 export const startExecutor = (options: {
   readonly env?: Record<string, string>
   readonly defaultGracePeriodSeconds?: number
+  readonly fetcher?: CommandExecutor.FetcherOptions
+  readonly checkpoint?: CommandExecutor.CheckpointOptions
+  readonly recover?: CommandExecutor.Recovered
+  /** Run in this sandbox (another executor's, to take over its task) instead of a fresh one. */
+  readonly sandbox?: string
 } = {}) =>
   Effect.gen(function*() {
-    const sandbox = yield* tempDir
+    const { sandbox: given, ...runOptions } = options
+    const sandbox = given ?? (yield* tempDir)
     const updates = yield* Queue.unbounded<v1.TaskStatus>()
     const statuses: Array<v1.TaskStatus> = []
     const inProcess = yield* ExecutorSession.makeInProcess({
@@ -70,7 +76,7 @@ export const startExecutor = (options: {
       onUpdate: (status) =>
         Effect.sync(() => statuses.push(status)).pipe(Effect.andThen(Queue.offer(updates, status)), Effect.asVoid)
     })
-    const fiber = yield* CommandExecutor.run({ sandbox, ...options }).pipe(
+    const fiber = yield* CommandExecutor.run({ sandbox, ...runOptions }).pipe(
       Effect.provide(ExecutorSession.layerInProcess(inProcess)),
       Effect.forkChild
     )
@@ -92,7 +98,12 @@ export const startExecutor = (options: {
         $case: "kill",
         value: { taskId, reason: 0, ...(gracePeriodSeconds === undefined ? {} : { killPolicy: { gracePeriodSeconds } }) }
       })
-    return { sandbox, inProcess, fiber, statuses, next, done, launch, kill }
+    /** Waits, in real time, until `count` statuses were reported; returns the last of them. */
+    const nth = (count: number, ms = 10_000) =>
+      waitFor(`status #${count} (have ${states(statuses).join(", ")})`, () => statuses.length >= count, ms).pipe(
+        Effect.map(() => statuses[count - 1]!)
+      )
+    return { sandbox, inProcess, fiber, statuses, next, nth, done, launch, kill }
   })
 
 /** Asserts what every status of the executor carries, whatever its state. */

@@ -7,10 +7,10 @@ import { Schema } from "effect"
 
 /**
  * A storage operation could not be carried out: an invalid argument, or a
- * backend failure (an unreadable or locked SQLite file, a full disk, ...).
- * `backend` names the component that failed (`memory`, `sqlite`, `TypedStore`)
- * and `message` names the key, the path where there is one, and the rule or
- * cause.
+ * backend failure (an unreadable or locked SQLite file, an unreachable etcd,
+ * a full disk, ...). `backend` names the component that failed (`memory`,
+ * `sqlite`, `etcd`, `TypedStore`, ...) and `message` names the key, the path
+ * or endpoints where there are some, and the rule or cause.
  *
  * @example
  * ```ts
@@ -36,9 +36,9 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
 }) {}
 
 /**
- * A conditional write (`compareAndSet`, or `delete` with `expectedVersion`)
- * found the key at another version than expected, so it changed nothing.
- * `expected` and `actual` use 0 for "absent".
+ * A conditional write (`compareAndSet`, `delete` with `expectedVersion`, or a
+ * transaction guard) found the key at another version than expected, so it
+ * changed nothing. `expected` and `actual` use 0 for "absent".
  *
  * @example
  * ```ts
@@ -69,7 +69,76 @@ export class VersionConflict extends Schema.TaggedError<VersionConflict>()("Vers
 const describeVersion = (version: number): string => version === 0 ? "absent (version 0)" : `version ${version}`
 
 /**
- * `StateStore.layerFromUrl` was given a URL it does not understand.
+ * A lease was used (to bind a key, or to be kept alive) after it expired or
+ * was revoked, or was never granted by this store. Nothing was written.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { StateStore } from "@berth/storage"
+ *
+ * const refresh = (lease: StateStore.Lease) =>
+ *   StateStore.StateStore.use((store) => store.keepAlive(lease)).pipe(
+ *     Effect.catchTag("LeaseExpired", () => Effect.logWarning(`lease ${lease.id} is gone; stepping down`))
+ *   )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LeaseExpired extends Schema.TaggedError<LeaseExpired>()("LeaseExpired", {
+  lease: Schema.String,
+  operation: Schema.String
+}) {
+  override get message(): string {
+    return `${this.operation} failed: lease ${this.lease} has expired, was revoked, or was never granted by this ` +
+      `store (keys bound to a lease are deleted when it ends; grant a new lease)`
+  }
+}
+
+/**
+ * A watch asked for changes from a revision whose history the store no
+ * longer keeps (SQLite and memory keep a bounded change log; etcd forgets
+ * history when it is compacted). Re-read the current state with `list` and
+ * watch again from `revision + 1`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { StateStore } from "@berth/storage"
+ *
+ * const events = (from: number) =>
+ *   Stream.unwrap(StateStore.StateStore.use((store) =>
+ *     Effect.succeed(store.watch("tasks/", { fromRevision: from }))
+ *   )).pipe(Stream.catchTag("RevisionCompacted", (e) => Stream.die(e)))
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RevisionCompacted extends Schema.TaggedError<RevisionCompacted>()("RevisionCompacted", {
+  requested: Schema.Number,
+  compactRevision: Schema.Number
+}) {
+  override get message(): string {
+    return `watch from revision ${this.requested} is not possible: the change history up to revision ` +
+      `${this.compactRevision} has been compacted; list the current state and watch from its revision + 1`
+  }
+}
+
+/**
+ * `StateStore.layerFromUrl` (or `parseUrl`) was given a URL it does not
+ * understand. The message names the rule that failed and the accepted forms.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { StateStore } from "@berth/storage"
+ *
+ * const check = StateStore.parseUrl("postgres://db").pipe(
+ *   Effect.catchTag("InvalidStoreUrl", (e) => Effect.logError(e.message))
+ * )
+ * ```
  *
  * @since 0.1.0
  * @category errors

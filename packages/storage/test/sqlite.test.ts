@@ -4,21 +4,23 @@ import * as path from "node:path"
 import { DatabaseSync } from "node:sqlite"
 import { promisify } from "node:util"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Duration, Effect, Fiber, Layer, Option, Schedule } from "effect"
-import { StateStore } from "@berth/storage"
-import { stateStoreSuite } from "./stateStoreSuite.ts"
+import { Context, Effect, Fiber, Layer, Option, Schedule, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import { StateStore, Txn } from "@berth/storage"
+import { eventually, stateStoreSuite } from "./stateStoreSuite.ts"
 import { tempDir } from "./tempDir.ts"
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text)
 const text = (value: Uint8Array): string => new TextDecoder().decode(value)
 
-stateStoreSuite(
-  "sqlite",
-  () => Layer.unwrap(Effect.map(tempDir, (dir) => StateStore.layerSqlite({ path: path.join(dir, "state.db") })))
-)
+stateStoreSuite({
+  name: "sqlite",
+  layer: () => Layer.unwrap(Effect.map(tempDir, (dir) => StateStore.layerSqlite({ path: path.join(dir, "state.db") }))),
+  time: "virtual"
+})
 
 /** Builds a store on `file` in the current scope; each call is a separate connection, as another process would have. */
-const open = (file: string, options?: { readonly busyTimeout?: Duration.Input }) =>
+const open = (file: string, options?: Omit<StateStore.SqliteOptions, "path">) =>
   Effect.map(
     Layer.build(StateStore.layerSqlite({ path: file, ...options })),
     (context) => Context.get(context, StateStore.StateStore)
@@ -165,5 +167,105 @@ describe("StateStore.layerSqlite", () => {
       const error = yield* Effect.flip(open(file))
       expect(error.message).toContain("schema version 99")
       expect(error.message).toContain(file)
+    }))
+
+  it.effect("watch sees the commits of another connection (another process), polling the change log", () =>
+    Effect.gen(function*() {
+      const file = path.join(yield* tempDir, "state.db")
+      const watcher = yield* open(file, { pollInterval: "10 millis" })
+      const writer = yield* open(file)
+      const start = (yield* watcher.revision) + 1
+      const events = yield* Effect.forkChild(watcher.watch("jobs/", { fromRevision: start }).pipe(Stream.take(3), Stream.runCollect))
+      yield* writer.put("jobs/1", bytes("a"))
+      yield* writer.transaction([Txn.put("jobs/2", bytes("b")), Txn.delete("jobs/1")])
+      const seen = yield* Fiber.join(events).pipe(Effect.timeout("10 seconds"))
+      expect(seen.map((e) => (e._tag === "Put" ? `put ${e.entry.key}` : `delete ${e.key}`))).toEqual([
+        "put jobs/1",
+        "put jobs/2",
+        "delete jobs/1"
+      ])
+    }))
+
+  it.effect("a lease granted by one connection is swept by another once it expires on the Clock", () =>
+    Effect.gen(function*() {
+      const file = path.join(yield* tempDir, "state.db")
+      // The owner closes without revoking its lease, as a crashed process would.
+      const lease = yield* Effect.scoped(Effect.gen(function*() {
+        const owner = yield* open(file)
+        const lease = yield* owner.grantLease("5 seconds")
+        yield* owner.put("agents/a1", bytes("up"), { lease })
+        return lease
+      }))
+      const other = yield* open(file)
+      expect(Option.isSome(yield* other.get("agents/a1"))).toBe(true)
+      yield* TestClock.adjust("6 seconds")
+      yield* eventually(Effect.gen(function*() {
+        expect(yield* other.get("agents/a1")).toEqual(Option.none())
+      }))
+      expect((yield* Effect.flip(other.keepAlive(lease)))._tag).toBe("LeaseExpired")
+    }))
+
+  it.effect("concurrent writes are committed together, each with its own revision and outcome", () =>
+    Effect.gen(function*() {
+      const store = yield* open(path.join(yield* tempDir, "state.db"))
+      yield* store.put("taken", bytes("x"))
+      const before = yield* store.revision
+      const results = yield* Effect.forEach(
+        Array.from({ length: 50 }, (_, i) => i),
+        (i) => i % 10 === 0 ? Effect.result(store.compareAndSet("taken", 0, bytes("y"))) : Effect.result(store.put(`k${i}`, bytes(String(i)))),
+        { concurrency: "unbounded" }
+      )
+      const ok = results.filter((r) => r._tag === "Success").map((r) => (r as { success: StateStore.Entry }).success.revision)
+      expect(ok.length).toBe(45)
+      expect(new Set(ok).size).toBe(45)
+      expect(Math.min(...ok)).toBe(before + 1)
+      expect(Math.max(...ok)).toBe(before + 45)
+      expect(results.filter((r) => r._tag === "Failure").every((r) => (r as { failure: { _tag: string } }).failure._tag === "VersionConflict")).toBe(true)
+    }))
+
+  it.effect("read-only: reads an existing file, refuses writes, and never creates a file", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const file = path.join(dir, "state.db")
+      yield* Effect.scoped(Effect.gen(function*() {
+        const store = yield* open(file)
+        yield* store.put("k", bytes("v"))
+      }))
+      const reader = yield* StateStore.make(StateStore.layerSqlite({ path: file, readOnly: true }))
+      expect(Option.getOrThrow(yield* reader.get("k")).value).toEqual(bytes("v"))
+      const write = yield* Effect.flip(reader.put("k", bytes("w")))
+      expect(write.message).toContain("the store was opened read-only")
+      const missing = path.join(dir, "missing.db")
+      const error = yield* Effect.flip(StateStore.make(StateStore.layerSqlite({ path: missing, readOnly: true })))
+      expect(error.message).toContain(`no such file: ${missing}`)
+      expect(fs.existsSync(missing)).toBe(false)
+    }))
+
+  it.effect("a version 1 file is upgraded in place: keys, versions and revisions carry over", () =>
+    Effect.gen(function*() {
+      const file = path.join(yield* tempDir, "state.db")
+      const raw = new DatabaseSync(file)
+      raw.exec(`
+        CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL, revision INTEGER NOT NULL);
+        CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('revision', 7);
+        INSERT INTO kv VALUES ('frameworks/f1', X'7b7d', 3, 7);
+        PRAGMA user_version = 1;
+      `)
+      raw.close()
+      // read-only opening of a version 1 file reads it as it is
+      const reader = yield* StateStore.make(StateStore.layerSqlite({ path: file, readOnly: true }))
+      expect(Option.getOrThrow(yield* reader.get("frameworks/f1")).version).toBe(3)
+      const store = yield* open(file)
+      const entry = Option.getOrThrow(yield* store.get("frameworks/f1"))
+      expect(entry).toEqual({ key: "frameworks/f1", value: bytes("{}"), version: 3, revision: 7, lease: undefined })
+      const next = yield* store.put("frameworks/f1", bytes("{}"))
+      expect([next.version, next.revision]).toEqual([4, 8])
+      // history from before the upgrade was never recorded
+      const compacted = yield* Effect.flip(Stream.runDrain(store.watch("", { fromRevision: 5 })))
+      expect(compacted._tag).toBe("RevisionCompacted")
+      const check = new DatabaseSync(file, { readOnly: true })
+      expect(check.prepare("PRAGMA user_version").get()?.user_version).toBe(2)
+      check.close()
     }))
 })

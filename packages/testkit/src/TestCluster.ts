@@ -53,6 +53,8 @@ export interface ClusterAgent {
 export interface TestCluster {
   /** The master's "host:port": what a framework under test connects to. */
   readonly master: string
+  /** The master's HTTP endpoint (`/metrics`, `/health`) when `master.httpPort` was given. */
+  readonly masterHttp: string | undefined
   readonly agents: ReadonlyArray<ClusterAgent>
   /** The temp directory holding every agent's work dir (removed when the cluster stops). */
   readonly workDir: string
@@ -109,7 +111,7 @@ export const make = (
         })
       )
     }
-    return { master: master.endpoint, agents, workDir, operator, waitFor }
+    return { master: master.endpoint, masterHttp: master.httpEndpoint, agents, workDir, operator, waitFor }
   })
 
 /** A cluster for Promise users: stop it with `await cluster.stop()` or `await using`. */

@@ -17,10 +17,14 @@ if (major < 22) {
 const masterFlags = {
   host: { kind: "string", description: "Address to listen on", default: "127.0.0.1" },
   port: { kind: "port", description: "gRPC port (0 picks a free one)", default: "5050" },
-  state: { kind: "store", description: "Durable registry: sqlite:<path> or memory:", default: "sqlite:.berth/master.db" },
+  state: { kind: "store", description: "Durable registry: sqlite:<path>, etcd:<host:port,...> or memory:", default: "sqlite:.berth/master.db" },
   "offer-timeout": { kind: "seconds", description: "Seconds before an unused offer is rescinded", default: "60" },
   "allocation-interval": { kind: "seconds", description: "Seconds between allocation rounds", default: "1" },
-  "heartbeat-interval": { kind: "seconds", description: "Seconds between scheduler heartbeats", default: "15" }
+  "heartbeat-interval": { kind: "seconds", description: "Seconds between scheduler heartbeats", default: "15" },
+  "agent-ping-interval": { kind: "seconds", description: "Seconds between agent pings", default: "5" },
+  "agent-ping-misses": { kind: "count", description: "Missed pings before an agent is unreachable", default: "5" },
+  "leader-lease": { kind: "seconds", description: "Seconds a leader's lease lasts without renewal (HA)", default: "5" },
+  "http-port": { kind: "port", description: "Port for Prometheus /metrics and /health (off when not given)", default: "" }
 } satisfies Record<string, Flags.FlagSpec>
 
 const agentFlags = {
@@ -41,10 +45,18 @@ const devFlags = {
   "agent-resources": { kind: "resources", description: "Resources of each agent", default: "cpus:2;mem:2048;disk:4096;ports:[31000-31999]" }
 } satisfies Record<string, Flags.FlagSpec>
 
+const stateFlags = {
+  store: { kind: "string", description: "The store: sqlite:<path>, etcd:<host:port>[,...][?prefix=...] or memory:", default: "sqlite:.berth/master.db" },
+  prefix: { kind: "string", description: "Only keys starting with this prefix", default: "" },
+  get: { kind: "string", description: "Print this one key with its value", default: "" },
+  dump: { kind: "boolean", description: "Print values too, not only keys", default: "" }
+} satisfies Record<string, Flags.FlagSpec>
+
 const commands = {
   master: { summary: "Run a master: admits agents, offers their resources to frameworks.", flags: masterFlags },
   agent: { summary: "Run an agent: offers this machine's resources and runs tasks.", flags: agentFlags },
-  dev: { summary: "Run a local cluster: one master and N agents as child processes.", flags: devFlags }
+  dev: { summary: "Run a local cluster: one master and N agents as child processes.", flags: devFlags },
+  state: { summary: "Print the keys (and values) of a state store as JSON.", flags: stateFlags }
 } as const
 
 const topUsage = [
@@ -86,10 +98,11 @@ if (flags.help) {
 // a mistyped flag is answered at once.
 const { NodeRuntime } = await import("@effect/platform-node")
 const { StateStore } = await import("@berth/storage")
-const { Effect, Layer, Logger } = await import("effect")
+const { Cause, Effect, Exit, Layer, Logger } = await import("effect")
 const Agent = await import("../Agent.ts")
 const Master = await import("../Master.ts")
 const Dev = await import("../internal/cli/dev.ts")
+const State = await import("../internal/cli/state.ts")
 
 const program = (() => {
   switch (command) {
@@ -100,9 +113,14 @@ const program = (() => {
           port: Number(flags.port),
           offerTimeoutSeconds: Number(flags["offer-timeout"]),
           allocationIntervalMs: Number(flags["allocation-interval"]) * 1000,
-          frameworkHeartbeatSeconds: Number(flags["heartbeat-interval"])
+          frameworkHeartbeatSeconds: Number(flags["heartbeat-interval"]),
+          agentPingSeconds: Number(flags["agent-ping-interval"]),
+          agentPingMisses: Number(flags["agent-ping-misses"]),
+          leaderLeaseSeconds: Number(flags["leader-lease"]),
+          ...(flags["http-port"] === "" ? {} : { httpPort: Number(flags["http-port"]) })
         })
         process.stdout.write(`berth master listening on ${master.endpoint}\n`)
+        if (master.httpEndpoint !== undefined) process.stdout.write(`berth master metrics on http://${master.httpEndpoint}/metrics\n`)
         return yield* Effect.never
       }).pipe(Effect.provide(Layer.fresh(StateStore.layerFromUrl(flags.state!))))
     case "agent":
@@ -120,6 +138,8 @@ const program = (() => {
         process.stdout.write(`berth agent ${agentId} registered with ${flags.master}\n`)
         return yield* Effect.never
       })
+    case "state":
+      return State.run({ store: flags.store!, prefix: flags.prefix!, get: flags.get!, dump: flags.dump === "true" })
     default:
       return Dev.run({
         dir: path.resolve(flags.dir!),
@@ -134,5 +154,10 @@ const program = (() => {
 
 // One line per log entry: daemons' output is read by people tailing files and by `berth dev`.
 NodeRuntime.runMain(
-  Effect.scoped(program).pipe(Effect.provide(Logger.layer([Logger.consoleLogFmt]))) as import("effect").Effect.Effect<never, unknown>
+  Effect.scoped(program).pipe(Effect.provide(Logger.layer([Logger.consoleLogFmt]))) as import("effect").Effect.Effect<never, unknown>,
+  {
+    // A daemon stopped by SIGTERM or Ctrl-C has done what it was asked: exit 0, not 130, so
+    // service managers do not report a clean stop as a failure.
+    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+  }
 )

@@ -17,6 +17,9 @@ export const toServiceError = (error: RequestError): Partial<grpc.StatusObject> 
       return { code: grpc.status.NOT_FOUND, details: error.message, metadata }
     case "StaleSession":
       return { code: grpc.status.FAILED_PRECONDITION, details: error.message, metadata }
+    case "NotLeader":
+      if (error.leader !== "") metadata.set("berth-leader", error.leader)
+      return { code: grpc.status.UNAVAILABLE, details: error.message, metadata }
     case "FrameworkRemoved":
       return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata }
     case "Unimplemented":
@@ -63,14 +66,16 @@ export const failStream = (
 export const serve = (
   address: string,
   services: ReadonlyArray<readonly [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>,
-  component: string
+  component: string,
+  options: { readonly maxMessageBytes?: number } = {}
 ): Effect.Effect<{ readonly server: grpc.Server; readonly port: number }, StartupError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<{ readonly server: grpc.Server; readonly port: number }, StartupError>((resume) => {
       const server = new grpc.Server({
         "grpc.keepalive_time_ms": 30_000,
         "grpc.keepalive_permit_without_calls": 1,
-        "grpc.max_receive_message_length": 64 * 1024 * 1024
+        // Larger requests are refused with RESOURCE_EXHAUSTED before they are decoded.
+        "grpc.max_receive_message_length": options.maxMessageBytes ?? 16 * 1024 * 1024
       })
       for (const [definition, implementation] of services) server.addService(definition, implementation)
       server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {

@@ -1,15 +1,24 @@
-import type { ChildProcess } from "node:child_process"
-import { Duration, Effect, Queue, Stream } from "effect"
+import { Duration, Effect, Fiber, Queue, type Result, Stream } from "effect"
 import { v1 } from "@berth/proto"
-import type { RunOptions } from "../CommandExecutor.ts"
+import type { Recovered, RunOptions } from "../CommandExecutor.ts"
+import type { FetchError } from "../ExecutorError.ts"
 import { type ExecutorEvent, ExecutorSession, type StatusInit } from "../ExecutorSession.ts"
+import { fetchAll, resolveConfig, uriProblem } from "./fetcher.ts"
+import { type CheckEvent, checkProblem, probe, runHealth, runReadiness } from "./health.ts"
 import {
-  awaitExit,
+  attach,
   commandProblem,
+  defaultPollInterval,
   describeTermination,
-  hasExited,
+  findWrapper,
+  isRunning,
+  killLeftovers,
+  readExitStatus,
   signalGroup,
   start,
+  type TaskHandle,
+  type TaskProcess,
+  taskProcessOf,
   type Termination
 } from "./process.ts"
 
@@ -17,34 +26,90 @@ import {
 type Input =
   | { readonly _tag: "Event"; readonly event: ExecutorEvent }
   | { readonly _tag: "EventsEnded" }
+  | { readonly _tag: "Fetched"; readonly result: Result.Result<void, FetchError> }
   | { readonly _tag: "Exited"; readonly termination: Termination }
+  | { readonly _tag: "Check"; readonly event: CheckEvent }
+
+/** A task whose artifacts are being fetched: nothing is spawned yet. */
+interface Fetching {
+  readonly info: v1.TaskInfo
+  readonly fiber: Fiber.Fiber<void>
+}
 
 interface Task {
   readonly info: v1.TaskInfo
-  readonly child: ChildProcess
+  /** Its process: spawned by this executor, or re-attached after an agent restart. */
+  readonly handle: TaskHandle
   readonly pid: number
+  /** Set once this executor sent the group SIGKILL (a re-attached task then leaves no status). */
+  sigkilled: boolean
+  /** The health and readiness checkers; stopped once the task is being killed. */
+  readonly checkers: Array<Fiber.Fiber<void>>
+  /** The latest results of the checks, carried on later RUNNING updates. */
+  healthy: boolean | undefined
+  ready: boolean | undefined
   /** Set once a kill or shutdown started: the reason of the KILLED status to come. */
   killReason: v1.TaskStatus_Reason | undefined
+  /** Why the executor itself killed the task (a failing health check), for KILLED's message. */
+  killMessage: string | undefined
 }
 
 const { TaskState, TaskStatus_Reason: Reason } = v1
 
-const terminalStatus = (task: Task, termination: Termination): StatusInit => {
+const terminalStatus = (
+  task: Pick<Task, "info" | "killReason" | "killMessage">,
+  termination: Termination
+): StatusInit => {
   const taskId = task.info.taskId
   const message = describeTermination(termination)
   const exitCode = termination.code === null ? {} : { exitCode: termination.code }
   // As in Mesos: a task we were asked to stop is KILLED however it ended.
   if (task.killReason !== undefined) {
+    if (task.killMessage !== undefined) {
+      // Killed by its health check: Mesos reports TASK_KILLED with healthy=false; the reason says why.
+      return {
+        taskId,
+        state: TaskState.KILLED,
+        reason: task.killReason,
+        message: `${task.killMessage}. ${message}`,
+        healthy: false,
+        ...exitCode
+      }
+    }
     return { taskId, state: TaskState.KILLED, reason: task.killReason, message, ...exitCode }
   }
   if (termination.code === 0) return { taskId, state: TaskState.FINISHED, message, ...exitCode }
-  return { taskId, state: TaskState.FAILED, reason: Reason.COMMAND_EXECUTOR_FAILED, message, ...exitCode }
+  // No exit status at all (a re-attached task whose group was killed from outside): the executor
+  // cannot vouch for how it ended.
+  const reason = termination.code === null && termination.signal === null ? Reason.EXECUTOR_TERMINATED : Reason.COMMAND_EXECUTOR_FAILED
+  return { taskId, state: TaskState.FAILED, reason, message, ...exitCode }
 }
+
+/** Why `info` cannot be run by this executor, naming the field and the rule, if it cannot. */
+const taskProblem = (info: v1.TaskInfo): string | undefined => {
+  const problem = commandProblem(info.command)
+  if (problem !== undefined) return problem
+  for (const [index, uri] of info.command!.uris.entries()) {
+    const uriIssue = uriProblem(uri, index)
+    if (uriIssue !== undefined) return uriIssue
+  }
+  if (info.healthCheck !== undefined) {
+    const healthIssue = checkProblem(info.healthCheck, "health_check")
+    if (healthIssue !== undefined) return healthIssue
+  }
+  if (info.check !== undefined) return checkProblem(info.check, "check")
+  return undefined
+}
+
+/** The reason a kill event carries, when the agent gave one (older agents do not). */
+const killReasonOf = (kill: { readonly reason?: v1.TaskStatus_Reason }): v1.TaskStatus_Reason =>
+  kill.reason !== undefined && kill.reason !== Reason.UNSPECIFIED ? kill.reason : Reason.KILLED_BY_SCHEDULER
 
 export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSession> =>
   Effect.scoped(Effect.gen(function*() {
     const session = yield* ExecutorSession
     const defaultGrace = options.defaultGracePeriodSeconds ?? 3
+    const fetcher = resolveConfig(options.fetcher)
     const inputs = yield* Queue.unbounded<Input>()
     yield* session.events.pipe(
       Stream.runForEach((event) => Queue.offer(inputs, { _tag: "Event", event })),
@@ -52,6 +117,7 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       Effect.forkScoped
     )
     const report = (init: StatusInit) => Effect.asVoid(session.update(init))
+    let fetching: Fetching | undefined
     let task: Task | undefined
 
     const environment = (info: v1.TaskInfo): Record<string, string> => {
@@ -68,42 +134,82 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       }
     }
 
-    /** Returns whether the executor is done. */
-    const launch = Effect.fnUntraced(function*(info: v1.TaskInfo | undefined) {
-      if (info === undefined) {
-        yield* Effect.logWarning("ignoring a launch without a task")
-        return false
+    const emitCheck = (event: CheckEvent) => Effect.asVoid(Queue.offer(inputs, { _tag: "Check", event }))
+
+    /** Starts the task's checkers; they report through the queue, so updates stay in order. */
+    const startCheckers = Effect.fnUntraced(function*(info: v1.TaskInfo) {
+      const context = { sandbox: options.sandbox, env: environment(info) }
+      const checkers: Array<Fiber.Fiber<void>> = []
+      if (info.healthCheck !== undefined) {
+        const check = info.healthCheck
+        checkers.push(yield* Effect.forkScoped(runHealth(check, probe(check, context), emitCheck)))
       }
-      if (task !== undefined) {
-        // A resent launch of the running task must not turn it into an ERROR.
-        if (info.taskId !== task.info.taskId) {
-          yield* report({
-            taskId: info.taskId,
-            state: TaskState.ERROR,
-            reason: Reason.TASK_INVALID,
-            message: "command executor runs one task"
-          })
-        }
-        return false
+      if (info.check !== undefined) {
+        const check = info.check
+        checkers.push(yield* Effect.forkScoped(Effect.asVoid(runReadiness(check, probe(check, context), emitCheck))))
       }
-      const command = info.command
-      const problem = commandProblem(command)
-      if (command === undefined || problem !== undefined) {
-        const message = problem ?? ""
-        yield* report({ taskId: info.taskId, state: TaskState.ERROR, reason: Reason.TASK_INVALID, message })
-        return true
+      return checkers
+    })
+
+    const checkpoint = options.checkpoint
+    /** What interrupting `run` does to a running task (see CheckpointOptions.onInterrupt). */
+    const onInterrupt = checkpoint?.onInterrupt ?? (checkpoint === undefined ? "kill" : "leave")
+    const pollInterval = checkpoint?.pollInterval ?? defaultPollInterval
+
+    /** Kills a task still running when `run` is interrupted, unless it is meant to outlive it. */
+    const release = (handle: TaskHandle) =>
+      Effect.suspend(() =>
+        onInterrupt === "leave" || handle.hasExited()
+          ? Effect.void
+          : signalGroup(handle.pid, "SIGKILL").pipe(
+            Effect.andThen(handle.awaitExit),
+            Effect.timeoutOption("5 seconds"),
+            Effect.asVoid
+          )
+      )
+
+    /**
+     * Makes `handle` the running task: its exit feeds the loop, its checks start. `recovered`
+     * carries what an earlier executor knew of the task (check results) when it is re-attached.
+     */
+    const adopt = Effect.fnUntraced(function*(
+      info: v1.TaskInfo,
+      handle: TaskHandle,
+      recovered?: { readonly healthy?: boolean | undefined; readonly ready?: boolean | undefined }
+    ) {
+      const running: Task = {
+        info,
+        handle,
+        pid: handle.pid,
+        sigkilled: false,
+        checkers: [],
+        healthy: recovered?.healthy,
+        ready: recovered?.ready,
+        killReason: undefined,
+        killMessage: undefined
       }
-      yield* report({ taskId: info.taskId, state: TaskState.STARTING })
+      task = running
+      yield* handle.awaitExit.pipe(
+        Effect.flatMap((termination) => Queue.offer(inputs, { _tag: "Exited", termination })),
+        Effect.forkScoped
+      )
+      return running
+    })
+
+    /** Spawns the (validated, fetched) task; returns whether the executor is done. */
+    const spawn = Effect.fnUntraced(function*(info: v1.TaskInfo) {
+      const command = info.command!
       const started = yield* Effect.acquireRelease(
-        start({ taskId: info.taskId, sandbox: options.sandbox, command, env: environment(info) }),
-        // The executor is stopping with its task still running (interrupted): nothing may outlive it.
-        (child) =>
-          hasExited(child) || child.pid === undefined
-            ? Effect.void
-            : signalGroup(child.pid, "SIGKILL").pipe(
-              Effect.andThen(awaitExit(child)),
-              Effect.timeoutOption("5 seconds")
-            )
+        start({
+          taskId: info.taskId,
+          sandbox: options.sandbox,
+          command,
+          env: environment(info),
+          exitStatusFile: checkpoint?.exitStatusFile
+        }),
+        // The executor is stopping with its task still running (interrupted): nothing may outlive
+        // it, unless the task is checkpointed to be re-attached later.
+        ({ handle }) => release(handle)
       ).pipe(Effect.result)
       if (started._tag === "Failure") {
         yield* report({
@@ -114,25 +220,145 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         })
         return true
       }
-      const child = started.success
-      task = { info, child, pid: child.pid!, killReason: undefined }
+      const { handle } = started.success
+      if (checkpoint?.onStarted !== undefined) {
+        // Recorded before RUNNING goes out, so a task reported RUNNING can always be found again.
+        // A task already gone has nothing to record: its exit status is in the status file.
+        const recorded = taskProcessOf(handle.pid)
+        if (recorded !== undefined) yield* checkpoint.onStarted(recorded)
+      }
+      const running = yield* adopt(info, handle)
       yield* report({ taskId: info.taskId, state: TaskState.RUNNING })
-      yield* awaitExit(child).pipe(
-        Effect.flatMap((termination) => Queue.offer(inputs, { _tag: "Exited", termination })),
-        Effect.forkScoped
-      )
+      running.checkers.push(...yield* startCheckers(info))
       return false
     })
 
-    const stop = Effect.fnUntraced(function*(running: Task, graceSeconds: number, reason: v1.TaskStatus_Reason) {
+    /**
+     * Takes over the task of an earlier executor (see RunOptions.recover); returns whether the
+     * executor is done (the task ended while nobody watched it).
+     */
+    const recover = Effect.fnUntraced(function*(recovered: Recovered) {
+      const info = recovered.task
+      if (checkpoint === undefined) {
+        return yield* Effect.die(new Error("CommandExecutor.run: `recover` needs `checkpoint` (the task's exit status file)"))
+      }
+      let recorded: TaskProcess | undefined = recovered.process
+      // Spawned, but the agent stopped before it recorded the pid: find the wrapper by its command line.
+      const found = recorded === undefined ? findWrapper(checkpoint.exitStatusFile) : undefined
+      if (found !== undefined) {
+        recorded = found
+        if (checkpoint.onStarted !== undefined) yield* checkpoint.onStarted(found)
+      }
+      const killReason = recovered.killReason
+      if (recorded !== undefined && isRunning(recorded)) {
+        let running: Task | undefined
+        const handle = attach(recorded, checkpoint.exitStatusFile, pollInterval, () => running?.sigkilled === true)
+        yield* Effect.addFinalizer(() => release(handle))
+        running = yield* adopt(info, handle, recovered)
+        // Never reported RUNNING: the pid is recorded before RUNNING goes out.
+        if (found !== undefined) yield* report({ taskId: info.taskId, state: TaskState.RUNNING })
+        if (killReason !== undefined) {
+          // It was being killed when the previous executor stopped: finish the kill.
+          yield* stop(running, taskGrace(info), killReason)
+        } else {
+          running.checkers.push(...yield* startCheckers(info))
+        }
+        return false
+      }
+      // It ended while nobody watched it. What its group left behind goes too.
+      if (recorded !== undefined) yield* killLeftovers(recorded)
+      const termination = readExitStatus(checkpoint.exitStatusFile)
+      if (termination === undefined && recorded === undefined) {
+        yield* report({
+          taskId: info.taskId,
+          state: killReason === undefined ? TaskState.FAILED : TaskState.KILLED,
+          reason: killReason ?? Reason.EXECUTOR_TERMINATED,
+          message: "The executor stopped before the task's command was started; it never ran"
+        })
+        return true
+      }
+      yield* report(terminalStatus({ info, killReason, killMessage: undefined }, termination ?? { code: null, signal: null }))
+      return true
+    })
+
+    /** Returns whether the executor is done. */
+    const launch = Effect.fnUntraced(function*(info: v1.TaskInfo | undefined) {
+      if (info === undefined) {
+        yield* Effect.logWarning("ignoring a launch without a task")
+        return false
+      }
+      const current = task?.info ?? fetching?.info
+      if (current !== undefined) {
+        // A resent launch of the running task must not turn it into an ERROR.
+        if (info.taskId !== current.taskId) {
+          yield* report({
+            taskId: info.taskId,
+            state: TaskState.ERROR,
+            reason: Reason.TASK_INVALID,
+            message: "command executor runs one task"
+          })
+        }
+        return false
+      }
+      const problem = taskProblem(info)
+      if (problem !== undefined) {
+        yield* report({ taskId: info.taskId, state: TaskState.ERROR, reason: Reason.TASK_INVALID, message: problem })
+        return true
+      }
+      yield* report({ taskId: info.taskId, state: TaskState.STARTING })
+      const uris = info.command!.uris
+      if (uris.length === 0) return yield* spawn(info)
+      // The fetch runs beside the loop so that a kill or shutdown during a long download is heard.
+      const fiber = yield* fetchAll(options.sandbox, uris, fetcher).pipe(
+        Effect.result,
+        Effect.flatMap((result) => Queue.offer(inputs, { _tag: "Fetched", result })),
+        Effect.asVoid,
+        Effect.forkScoped
+      )
+      fetching = { info, fiber }
+      return false
+    })
+
+    /** Ends a task whose artifacts are still being fetched: nothing was spawned. */
+    const abandonFetch = Effect.fnUntraced(function*(pending: Fetching, reason: v1.TaskStatus_Reason) {
+      fetching = undefined
+      yield* Fiber.interrupt(pending.fiber)
+      yield* report({
+        taskId: pending.info.taskId,
+        state: TaskState.KILLED,
+        reason,
+        message: "Task killed while its artifacts were being fetched; it was never started"
+      })
+      return true
+    })
+
+    const stop = Effect.fnUntraced(function*(
+      running: Task,
+      graceSeconds: number,
+      reason: v1.TaskStatus_Reason,
+      because?: string
+    ) {
       if (running.killReason !== undefined) return
       running.killReason = reason
-      yield* report({ taskId: running.info.taskId, state: TaskState.KILLING })
-      yield* signalGroup(running.pid, "SIGTERM")
+      running.killMessage = because
+      // No health or readiness updates once the task is going away.
+      const checkers = running.checkers.splice(0)
+      yield* Effect.forEach(checkers, Fiber.interrupt, { discard: true })
+      yield* report(
+        because === undefined
+          ? { taskId: running.info.taskId, state: TaskState.KILLING }
+          : { taskId: running.info.taskId, state: TaskState.KILLING, reason, message: because, healthy: false }
+      )
+      // A leader already gone is handled by its exit (which kills what is left of the group).
+      if (!running.handle.hasExited()) yield* signalGroup(running.pid, "SIGTERM")
       // The timer is a fiber of this run, so it dies with it and never signals a recycled pid.
       yield* Effect.sleep(Duration.seconds(graceSeconds > 0 ? graceSeconds : 0)).pipe(
         Effect.andThen(
-          Effect.suspend(() => hasExited(running.child) ? Effect.void : signalGroup(running.pid, "SIGKILL"))
+          Effect.suspend(() => {
+            if (running.handle.hasExited()) return Effect.void
+            running.sigkilled = true
+            return signalGroup(running.pid, "SIGKILL")
+          })
         ),
         Effect.forkScoped
       )
@@ -140,18 +366,78 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
 
     const taskGrace = (info: v1.TaskInfo): number => info.killPolicy?.gracePeriodSeconds ?? defaultGrace
 
+    const onCheck = Effect.fnUntraced(function*(event: CheckEvent) {
+      const running = task
+      // A result that raced with a kill or the task's exit says nothing any more.
+      if (running === undefined || running.killReason !== undefined) return
+      const taskId = running.info.taskId
+      switch (event._tag) {
+        case "Health": {
+          running.healthy = event.healthy
+          yield* report({
+            taskId,
+            state: TaskState.RUNNING,
+            reason: Reason.TASK_HEALTH_CHECK_STATUS_UPDATED,
+            message: event.message,
+            healthy: event.healthy,
+            ...(running.ready === undefined ? {} : { ready: running.ready })
+          })
+          return
+        }
+        case "Ready": {
+          running.ready = event.ready
+          yield* report({
+            taskId,
+            state: TaskState.RUNNING,
+            reason: Reason.TASK_CHECK_STATUS_UPDATED,
+            message: event.message,
+            ready: event.ready,
+            ...(running.healthy === undefined ? {} : { healthy: running.healthy })
+          })
+          return
+        }
+        case "HealthKill": {
+          running.healthy = false
+          yield* stop(running, taskGrace(running.info), Reason.TASK_HEALTH_CHECK_STATUS_UPDATED, event.message)
+          return
+        }
+      }
+    })
+
     /** Returns whether the executor is done. */
     const handle = Effect.fnUntraced(function*(input: Input) {
       switch (input._tag) {
         case "Exited": {
           const ended = task!
           // Whatever the command left behind in its group goes with it.
-          yield* signalGroup(ended.pid, "SIGKILL")
+          yield* ended.handle.killLeftovers
           yield* report(terminalStatus(ended, input.termination))
           return true
         }
+        case "Fetched": {
+          const pending = fetching
+          // Killed meanwhile: the result was already accounted for.
+          if (pending === undefined) return false
+          fetching = undefined
+          if (input.result._tag === "Failure") {
+            const error = input.result.failure
+            yield* report({
+              taskId: pending.info.taskId,
+              state: TaskState.FAILED,
+              reason: Reason.FETCHER_FAILED,
+              message: `Failed to fetch '${error.uri}': ${error.message}`
+            })
+            return true
+          }
+          return yield* spawn(pending.info)
+        }
+        case "Check": {
+          yield* onCheck(input.event)
+          return false
+        }
         case "EventsEnded": {
           // The agent is gone: stop the task as for a shutdown and report how it ended.
+          if (fetching !== undefined) return yield* abandonFetch(fetching, Reason.EXECUTOR_TERMINATED)
           if (task === undefined) return true
           yield* stop(task, defaultGrace, Reason.EXECUTOR_TERMINATED)
           return false
@@ -173,21 +459,19 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
               return false
             }
             case "kill": {
-              const { taskId, killPolicy } = event.value
+              const { killPolicy, taskId } = event.value
+              const reason = killReasonOf(event.value)
+              if (fetching !== undefined && fetching.info.taskId === taskId) return yield* abandonFetch(fetching, reason)
               if (task === undefined || task.info.taskId !== taskId) {
-                yield* report({
-                  taskId,
-                  state: TaskState.KILLED,
-                  reason: Reason.KILLED_BY_SCHEDULER,
-                  message: "Task was not running"
-                })
+                yield* report({ taskId, state: TaskState.KILLED, reason, message: "Task was not running" })
                 // Killed before its launch: the executor's one task is over.
-                return task === undefined
+                return task === undefined && fetching === undefined
               }
-              yield* stop(task, killPolicy?.gracePeriodSeconds ?? taskGrace(task.info), Reason.KILLED_BY_SCHEDULER)
+              yield* stop(task, killPolicy?.gracePeriodSeconds ?? taskGrace(task.info), reason)
               return false
             }
             case "shutdown": {
+              if (fetching !== undefined) return yield* abandonFetch(fetching, Reason.EXECUTOR_TERMINATED)
               if (task === undefined) return true
               const grace = event.value.gracePeriodSeconds > 0 ? event.value.gracePeriodSeconds : taskGrace(task.info)
               yield* stop(task, grace, Reason.EXECUTOR_TERMINATED)
@@ -201,6 +485,6 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
     })
 
     // Each input is handled to completion before the next is taken, so statuses stay in order.
-    let done = false
+    let done = options.recover === undefined ? false : yield* recover(options.recover)
     while (!done) done = yield* handle(yield* Queue.take(inputs))
   }))

@@ -1,11 +1,15 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import { constants as osConstants } from "node:os"
 import * as path from "node:path"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import type { v1 } from "@berth/proto"
 import { LaunchError } from "../ExecutorError.ts"
 
-/** How a process ended: exactly one of `code` and `signal` is set. */
+/**
+ * How a process ended: `code` or `signal`, or neither when nobody could tell (a re-attached task
+ * whose wrapper was killed outright, so it wrote no exit status).
+ */
 export interface Termination {
   readonly code: number | null
   readonly signal: NodeJS.Signals | null
@@ -15,7 +19,22 @@ export interface Termination {
 export const describeTermination = (termination: Termination): string =>
   termination.signal !== null
     ? `Command terminated with signal ${termination.signal}`
-    : `Command exited with status ${termination.code}`
+    : termination.code !== null
+    ? `Command exited with status ${termination.code}`
+    : "Command ended without an exit status (its process group was killed while the agent was away)"
+
+const signalNames = new Map<number, NodeJS.Signals>(
+  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals])
+)
+
+/**
+ * A shell's `$?`: 128 + N when the command died of signal N (the shell cannot tell that from an
+ * exit with that status; a death by signal is by far the likelier).
+ */
+export const fromShellStatus = (status: number): Termination => {
+  const signal = status > 128 ? signalNames.get(status - 128) : undefined
+  return signal === undefined ? { code: status, signal: null } : { code: null, signal }
+}
 
 /** Why `command` cannot be run, if it cannot. */
 export const commandProblem = (command: v1.CommandInfo | undefined): string | undefined => {
@@ -44,22 +63,253 @@ export const signalGroup = (pid: number, signal: NodeJS.Signals): Effect.Effect<
     }
   })
 
+// ------------------------------------------------------------------ /proc
+
+/**
+ * A task's process as a checkpoint records it, so that a later agent can find it again and tell
+ * it from an unrelated process that was given the same pid since.
+ */
+export interface TaskProcess {
+  /** The pid of the task's group leader (its wrapper shell); also the process group id. */
+  readonly pid: number
+  /** When the process started, in clock ticks since boot (`/proc/<pid>/stat` field 22). */
+  readonly startTime: number
+  /** The boot it started in (`/proc/sys/kernel/random/boot_id`); "" where unknown. */
+  readonly bootId: string
+}
+
+let cachedBootId: string | undefined
+export const currentBootId = (): string => {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId = fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+    } catch {
+      cachedBootId = ""
+    }
+  }
+  return cachedBootId
+}
+
+interface ProcStat {
+  readonly state: string
+  readonly pgrp: number
+  readonly startTime: number
+}
+
+/** The fields of `/proc/<pid>/stat` we use, or undefined when there is no such process. */
+export const procStat = (pid: number): ProcStat | undefined => {
+  let stat: string
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+  } catch {
+    return undefined
+  }
+  // The command name may hold spaces and ")": the fields resume after the last ")". After it come
+  // field 3 (state), 4 (ppid), 5 (pgrp), ... 22 (starttime).
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return { state: fields[0]!, pgrp: Number(fields[2]), startTime: Number(fields[19]) }
+}
+
+/** `pid` as a checkpoint should record it, read right after the spawn. */
+export const taskProcessOf = (pid: number): TaskProcess | undefined => {
+  const stat = procStat(pid)
+  return stat === undefined ? undefined : { pid, startTime: stat.startTime, bootId: currentBootId() }
+}
+
+/** Whether `process` still runs: same boot, same start time (not a recycled pid), not a zombie. */
+export const isRunning = (process: TaskProcess): boolean => {
+  const boot = currentBootId()
+  if (process.bootId !== "" && boot !== "" && process.bootId !== boot) return false
+  const stat = procStat(process.pid)
+  return stat !== undefined && stat.startTime === process.startTime && stat.state !== "Z" && stat.state !== "X"
+}
+
+/**
+ * Kills what is left of the group of a task whose leader is gone. Only while no process has the
+ * leader's pid: the kernel does not hand out a pid still in use as a group id, so the members
+ * found then are the task's own; once the pid is in use again it may lead somebody else's group.
+ */
+export const killLeftovers = (process: TaskProcess): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const stat = procStat(process.pid)
+    // No process with that pid, or still our own leader (a zombie nobody reaped yet).
+    return stat === undefined || stat.startTime === process.startTime ? signalGroup(process.pid, "SIGKILL") : Effect.void
+  })
+
+/** SIGKILLs a recorded task's group: the running task, or what its gone leader left behind. */
+export const killGroup = (process: TaskProcess): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const boot = currentBootId()
+    if (process.bootId !== "" && boot !== "" && process.bootId !== boot) return Effect.void
+    return killLeftovers(process)
+  })
+
+/**
+ * The wrapper of a task launched with `exitStatusFile`, found by its command line (which names
+ * that file, unique to the run) among the group leaders on this machine: for a task whose pid
+ * never reached the checkpoint because the agent stopped right after spawning it.
+ */
+export const findWrapper = (exitStatusFile: string): TaskProcess | undefined => {
+  const needle = `\0${exitStatusFile}\0`
+  let entries: Array<string>
+  try {
+    entries = fs.readdirSync("/proc")
+  } catch {
+    return undefined
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue
+    const pid = Number(entry)
+    let cmdline: string
+    try {
+      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")
+    } catch {
+      continue
+    }
+    if (!cmdline.includes(needle)) continue
+    const stat = procStat(pid)
+    if (stat !== undefined && stat.pgrp === pid && stat.state !== "Z") {
+      return { pid, startTime: stat.startTime, bootId: currentBootId() }
+    }
+  }
+  return undefined
+}
+
+/**
+ * The exit status the wrapper wrote: undefined while there is none (the command still runs, or
+ * the wrapper was killed before it could write; a half-written file counts as none).
+ */
+export const readExitStatus = (exitStatusFile: string): Termination | undefined => {
+  let text: string
+  try {
+    text = fs.readFileSync(exitStatusFile, "utf8")
+  } catch {
+    return undefined
+  }
+  return /^\d{1,3}\n$/.test(text) ? fromShellStatus(Number(text.trim())) : undefined
+}
+
+// ------------------------------------------------------------------ launching
+
+/**
+ * The wrapper a checkpointed task runs under: a POSIX shell that leads the task's process group,
+ * runs the command, writes its exit status to the file named by `$1` and exits with it. It traps
+ * the signals a kill sends to the group (the command itself gets the default handlers back), so
+ * that it outlives the command and can record how it ended; SIGKILL ends it too, and then there
+ * is no status file. Costs one small shell process (about 1.7 MB RSS, 0.3 MB PSS with dash).
+ */
+const WRAPPER = [
+  "trap : HUP INT QUIT TERM USR1 USR2",
+  "f=$1",
+  "shift",
+  "\"$@\"",
+  "s=$?",
+  "printf '%s\\n' \"$s\" > \"$f\"",
+  "exit \"$s\""
+].join("\n")
+
+/**
+ * Mirrors the spawn errors Node reports for a missing or non-executable program, for a task that
+ * runs behind the wrapper (whose shell would only report it later, as exit status 127 or 126).
+ */
+const checkExecutable = (file: string, cwd: string, env: Record<string, string>): string | undefined => {
+  const usable = (candidate: string): "ok" | "ENOENT" | "EACCES" => {
+    try {
+      if (!fs.statSync(candidate).isFile()) return "EACCES"
+      fs.accessSync(candidate, fs.constants.X_OK)
+      return "ok"
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === "EACCES" ? "EACCES" : "ENOENT"
+    }
+  }
+  if (file.includes("/")) {
+    const result = usable(path.resolve(cwd, file))
+    return result === "ok" ? undefined : `spawn ${file} ${result}`
+  }
+  let denied = false
+  for (const dir of (env.PATH ?? "/usr/bin:/bin").split(":")) {
+    const result = usable(path.resolve(cwd, dir, file))
+    if (result === "ok") return undefined
+    if (result === "EACCES") denied = true
+  }
+  return `spawn ${file} ${denied ? "EACCES" : "ENOENT"}`
+}
+
+/** A task's process: one this executor spawned, or one an earlier executor did (re-attached). */
+export interface TaskHandle {
+  /** The group leader's pid (the process group id). */
+  readonly pid: number
+  /** Whether the group leader is known to have ended. */
+  readonly hasExited: () => boolean
+  /** Waits for the group leader to end. */
+  readonly awaitExit: Effect.Effect<Termination>
+  /** Once the leader ended: kills whatever it left behind in its group. */
+  readonly killLeftovers: Effect.Effect<void>
+}
+
 /** Whether the process has ended; Node sets these before it emits "exit". */
-export const hasExited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null
+const childExited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null
+
+const spawnedHandle = (child: ChildProcess, wrapped: boolean): TaskHandle => {
+  const termination = (code: number | null, signal: NodeJS.Signals | null): Termination =>
+    wrapped && code !== null ? fromShellStatus(code) : { code, signal }
+  return {
+    pid: child.pid!,
+    hasExited: () => childExited(child),
+    awaitExit: Effect.callback<Termination>((resume) => {
+      if (childExited(child)) {
+        resume(Effect.succeed(termination(child.exitCode, child.signalCode)))
+        return
+      }
+      const onExit = (code: number | null, signal: NodeJS.Signals | null) => resume(Effect.succeed(termination(code, signal)))
+      child.once("exit", onExit)
+      return Effect.sync(() => child.off("exit", onExit))
+    }),
+    killLeftovers: signalGroup(child.pid!, "SIGKILL")
+  }
+}
+
+/**
+ * A handle on a task started by an earlier executor (before an agent restart): its parent is
+ * gone, so nobody here can wait() for it; its end is noticed by polling /proc, and how it ended is
+ * read from the status file its wrapper writes.
+ */
+export const attach = (
+  process: TaskProcess,
+  exitStatusFile: string,
+  pollInterval: Duration.Input,
+  /** Whether this executor sent the group SIGKILL (which leaves no status file). */
+  sentKill: () => boolean
+): TaskHandle => {
+  let exited = false
+  const hasExited = () => exited || (exited = !isRunning(process))
+  return {
+    pid: process.pid,
+    hasExited,
+    awaitExit: Effect.gen(function*() {
+      while (!hasExited()) yield* Effect.sleep(pollInterval)
+      return readExitStatus(exitStatusFile) ?? (sentKill() ? { code: null, signal: "SIGKILL" } : { code: null, signal: null })
+    }),
+    killLeftovers: killLeftovers(process)
+  }
+}
 
 /**
  * Starts `command` in `sandbox` as the leader of a new process group (so one signal reaches
  * everything it starts), with its output appended to the sandbox files `stdout` and `stderr`.
- * Succeeds once the process runs.
+ * With `exitStatusFile` the command runs behind the wrapper shell (see WRAPPER), so that its exit
+ * status outlives this process; `arguments[0]` is then not passed as argv[0] (a POSIX shell
+ * cannot set it). Succeeds once the process runs.
  */
 export const start = (options: {
   readonly taskId: string
   readonly sandbox: string
   readonly command: v1.CommandInfo
   readonly env: Record<string, string>
-}): Effect.Effect<ChildProcess, LaunchError> =>
-  Effect.callback<ChildProcess, LaunchError>((resume) => {
-    const { command, sandbox, taskId } = options
+  readonly exitStatusFile?: string | undefined
+}): Effect.Effect<{ readonly child: ChildProcess; readonly handle: TaskHandle }, LaunchError> =>
+  Effect.callback<{ readonly child: ChildProcess; readonly handle: TaskHandle }, LaunchError>((resume) => {
+    const { command, sandbox, taskId, exitStatusFile } = options
     const fail = (error: unknown) => resume(Effect.fail(new LaunchError({ taskId, message: errorMessage(error) })))
     const fds: Array<number> = []
     let child: ChildProcess
@@ -68,14 +318,21 @@ export const start = (options: {
       const [file, args] = command.shell
         ? ["/bin/sh", ["-c", command.value]]
         : [command.value, command.arguments.slice(1)]
-      const argv0 = command.shell ? undefined : command.arguments[0]
-      child = spawn(file, args, {
+      const spawnOptions = {
         cwd: sandbox,
         env: options.env,
         detached: true,
-        stdio: ["ignore", fds[0]!, fds[1]!],
-        ...(argv0 !== undefined && argv0 !== "" ? { argv0 } : {})
-      })
+        stdio: ["ignore", fds[0]!, fds[1]!] as Array<"ignore" | number>
+      }
+      if (exitStatusFile !== undefined) {
+        const problem = command.shell ? undefined : checkExecutable(file, sandbox, options.env)
+        if (problem !== undefined) throw new Error(problem)
+        fs.rmSync(exitStatusFile, { force: true })
+        child = spawn("/bin/sh", ["-c", WRAPPER, "berth-task", exitStatusFile, file, ...args], spawnOptions)
+      } else {
+        const argv0 = command.shell ? undefined : command.arguments[0]
+        child = spawn(file, args, { ...spawnOptions, ...(argv0 !== undefined && argv0 !== "" ? { argv0 } : {}) })
+      }
     } catch (error) {
       fail(error)
       return
@@ -87,18 +344,11 @@ export const start = (options: {
     child.on("error", (error) => {
       if (child.pid === undefined) fail(error)
     })
-    child.once("spawn", () => resume(Effect.succeed(child)))
+    // A task may outlive this process (a checkpointing agent that stops): never wait for it.
+    child.unref()
+    child.once("spawn", () => resume(Effect.succeed({ child, handle: spawnedHandle(child, exitStatusFile !== undefined) })))
     return Effect.suspend(() => child.pid === undefined ? Effect.void : signalGroup(child.pid, "SIGKILL"))
   })
 
-/** Waits for `child` to end. */
-export const awaitExit = (child: ChildProcess): Effect.Effect<Termination> =>
-  Effect.callback<Termination>((resume) => {
-    if (hasExited(child)) {
-      resume(Effect.succeed({ code: child.exitCode, signal: child.signalCode }))
-      return
-    }
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => resume(Effect.succeed({ code, signal }))
-    child.once("exit", onExit)
-    return Effect.sync(() => child.off("exit", onExit))
-  })
+/** The default interval at which a re-attached task is polled for its exit. */
+export const defaultPollInterval: Duration.Input = Duration.seconds(1)

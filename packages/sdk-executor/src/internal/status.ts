@@ -26,6 +26,7 @@ export const makeStatus = (init: StatusInit, origin: Origin, timestampMs: number
   })
   if (init.data !== undefined) status.data = Buffer.from(init.data)
   if (init.healthy !== undefined) status.healthy = init.healthy
+  if (init.ready !== undefined) status.ready = init.ready
   if (init.exitCode !== undefined) status.exitCode = init.exitCode
   return status
 }

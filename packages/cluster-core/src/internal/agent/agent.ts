@@ -1,13 +1,15 @@
 import * as grpc from "@grpc/grpc-js"
 import { TaskStates, v1 } from "@berth/proto"
-import { CommandExecutor, ExecutorSession } from "@berth/sdk-executor"
+import { CommandExecutor, DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
 import { Cause, Clock, Deferred, Effect, Fiber, Queue, Schedule, Scope, Stream } from "effect"
-import { randomUUID } from "node:crypto"
+import { randomBytes, randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Grpc from "../grpc.ts"
 import * as Files from "./files.ts"
 import * as StatusUpdates from "./statusUpdates.ts"
+import * as Volumes from "./volumes.ts"
+import { StartupError } from "../../ClusterError.ts"
 
 export interface AgentConfig {
   /** The master's "host:port". */
@@ -54,6 +56,12 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   const scope = yield* Scope.Scope
   const context = yield* Effect.context<never>()
   const registered = yield* Deferred.make<string>()
+  const checkpoint = yield* Effect.tryPromise({
+    try: () => Volumes.readCheckpoint(config.workDir),
+    catch: (error) => new StartupError({ component: "agent", reason: (error as Error).message })
+  })
+  /** Total resources with reservations and volumes, as the master last told the agent to keep. */
+  let checkpointed: ReadonlyArray<v1.Resource> = checkpoint?.resources ?? []
   const server = yield* Grpc.serve(
     `${config.host}:${config.port}`,
     [[v1.AgentOperatorServiceService, {
@@ -63,7 +71,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     "agent"
   )
   const endpoint = Grpc.endpoint(config.host, server.port)
-  let agentId = ""
+  let agentId = checkpoint?.agentId ?? ""
   let pingIntervalMs = 5000
   let send: ((message: v1.ConnectRequest) => void) | undefined
   const tasks = new Map<string, RunningTask>()
@@ -110,6 +118,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         // "runs/latest" lets UIs and tools find the current run without knowing its id.
         await fs.rm(path.join(runs, "latest"), { force: true })
         await fs.symlink(runId, path.join(runs, "latest"))
+        await Volumes.mount(config.workDir, sandbox, task.resources)
       })
       const executor = yield* ExecutorSession.makeInProcess({
         frameworkId,
@@ -119,7 +128,10 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       })
       const entry: RunningTask = { frameworkId, framework, info: task, sandbox, executor, latest: undefined, fiber: undefined }
       tasks.set(k, entry)
-      entry.fiber = yield* CommandExecutor.run({ sandbox }).pipe(
+      const executorRun = task.container?.type === v1.ContainerInfo_Type.DOCKER
+        ? DockerExecutor.run({ sandbox })
+        : CommandExecutor.run({ sandbox, fetcher: { cacheDir: path.join(config.workDir, "cache") } })
+      entry.fiber = yield* executorRun.pipe(
         Effect.provide(ExecutorSession.layerInProcess(executor)),
         Effect.scoped,
         Effect.forkIn(scope)
@@ -127,7 +139,22 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       yield* executor.send({ $case: "launch", value: { task } })
     }).pipe(
       Effect.catchCause((cause) =>
-        Effect.logError("task launch failed").pipe(Effect.annotateLogs({ taskId: task.taskId, cause: Cause.pretty(cause) }))
+        Effect.gen(function*() {
+          yield* Effect.logError("task launch failed").pipe(Effect.annotateLogs({ taskId: task.taskId, cause: Cause.pretty(cause) }))
+          // The scheduler must hear about it: a task that never reports stays STAGING forever.
+          const now = yield* Clock.currentTimeMillis
+          updates.enqueue(framework.frameworkId, v1.TaskStatus.create({
+            taskId: task.taskId,
+            state: v1.TaskState.FAILED,
+            message: `the agent could not launch the task: ${Cause.squash(cause) instanceof Error ? (Cause.squash(cause) as Error).message : String(Cause.squash(cause))}`,
+            source: v1.TaskStatus_Source.AGENT,
+            reason: v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED,
+            agentId,
+            executorId: task.taskId,
+            timestampMs: now,
+            uuid: randomBytes(16)
+          }), now)
+        })
       )
     )
 
@@ -136,6 +163,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       switch (message.$case) {
         case "registered": {
           agentId = message.value.agentId
+          yield* Effect.promise(() => Volumes.writeCheckpoint(config.workDir, { agentId, resources: checkpointed }))
           if (message.value.pingIntervalSeconds > 0) pingIntervalMs = message.value.pingIntervalSeconds * 1000
           yield* Deferred.succeed(registered, agentId)
           // A new master knows nothing of what is in flight: resend every unacknowledged update.
@@ -148,6 +176,17 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
             if (framework !== undefined && task !== undefined) yield* launch(framework, task)
           }
           return
+        case "applyOperations": {
+          const inUse = new Set(
+            [...tasks.values()].flatMap((t) => t.info.resources.map((r) => r.disk?.persistence?.id ?? "")).filter((id) => id !== "")
+          )
+          for (const { operation } of message.value.operations) {
+            if (operation !== undefined) yield* Effect.promise(() => Volumes.apply(config.workDir, operation, inUse))
+          }
+          checkpointed = message.value.checkpointedResources
+          yield* Effect.promise(() => Volumes.writeCheckpoint(config.workDir, { agentId, resources: checkpointed }))
+          return
+        }
         case "kill":
           for (const kill of message.value.kills) {
             const task = tasks.get(key(kill.frameworkId, kill.taskId))
@@ -209,7 +248,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     call.write({
       message: {
         $case: "register",
-        value: { agentInfo: info(), tasks: reports(), frameworks, checkpointedResources: [], bootId: bootId }
+        value: { agentInfo: info(), tasks: reports(), frameworks, checkpointedResources: [...checkpointed], bootId: bootId }
       }
     })
     // Pings at the interval the master asked for in REGISTERED (5 s until then).

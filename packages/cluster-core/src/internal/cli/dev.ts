@@ -66,7 +66,17 @@ export const run = (options: DevOptions) =>
     const master = yield* daemon(
       "master",
       options.entry,
-      ["master", "--host", options.host, "--port", String(options.port), "--state", `sqlite:${path.join(options.dir, "master.db")}`],
+      [
+        "master",
+        "--host",
+        options.host,
+        "--port",
+        String(options.port),
+        "--http-port",
+        String(options.port === 0 ? 0 : options.port + 1),
+        "--state",
+        `sqlite:${path.join(options.dir, "master.db")}`
+      ],
       masterLine
     ).pipe(Scope.provide(scope))
     master.once("exit", (code) =>

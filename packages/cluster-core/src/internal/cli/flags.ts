@@ -51,8 +51,12 @@ const check = (name: string, kind: Kind, value: string): string => {
       }
       return value
     case "store":
-      if (!(value === "memory:" || (value.startsWith("sqlite:") && value.length > "sqlite:".length))) {
-        fail('must be "memory:" or "sqlite:<path>"')
+      if (
+        !(value === "memory:" ||
+          (value.startsWith("sqlite:") && value.length > "sqlite:".length) ||
+          /^etcd:[^/?]/.test(value))
+      ) {
+        fail('must be "memory:", "sqlite:<path>" or "etcd:<host:port>[,<host:port>...]"')
       }
       return value
     default:

@@ -38,8 +38,12 @@ interface FrameworkEntry {
   readonly id: string
   roles: ReadonlyArray<string>
   suppressed: Set<string>
-  /** agent id → time (ms) until which that agent's resources are not offered to this framework. */
-  readonly filters: Map<string, number>
+  /**
+   * Decline filters by agent: until `untilMs`, the framework is not offered resources of that agent
+   * that are no more than what it declined (more resources, e.g. freed cpus, lift the filter, as in
+   * Mesos). `resources` undefined refuses the agent outright.
+   */
+  readonly filters: Map<string, { readonly untilMs: number; readonly resources: ReadonlyArray<v1.Resource> | undefined }>
   /** What this framework holds, per role. */
   readonly allocated: Map<string, Quantities>
   active: boolean
@@ -220,8 +224,8 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
       if (revivedRoles.length === 0) framework.suppressed.clear()
       for (const r of revivedRoles) framework.suppressed.delete(r)
     },
-    filter(id: string, agentId: string, untilMs: number): void {
-      frameworks.get(id)?.filters.set(agentId, untilMs)
+    filter(id: string, agentId: string, untilMs: number, resources?: ReadonlyArray<v1.Resource>): void {
+      frameworks.get(id)?.filters.set(agentId, { untilMs, resources: resources === undefined ? undefined : Resources.normalize(resources) })
     },
     /** Records resources a framework holds that the allocator did not hand out (agent re-registration). */
     track(frameworkId: string, agentId: string, roleName: string, resources: ReadonlyArray<v1.Resource>): void {
@@ -238,6 +242,13 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
       const framework = frameworks.get(frameworkId)
       if (framework !== undefined) charge(framework, roleName, resources, -1)
       else add(role(roleName).allocated, resources, -1)
+    },
+    /** Turns some of an agent's resources into others of the same quantity (RESERVE, CREATE, ...). */
+    convert(agentId: string, from: ReadonlyArray<v1.Resource>, to: ReadonlyArray<v1.Resource>): void {
+      const agent = agents.get(agentId)
+      if (agent === undefined) return
+      agent.total = Resources.add(Resources.subtract(agent.total, from), to)
+      setAgentAllocated(agent, Resources.add(Resources.subtract(agent.allocated, from), to))
     },
     setWeight(roleName: string, weight: number): void {
       weights.set(roleName, weight)
@@ -300,7 +311,12 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
           const candidates = capByQuota(forRole(agent.available, entry.name), entry)
           if (!allocatable(candidates)) continue
           const list = frameworkOrder.get(entry.name)!
-          const index = list.findIndex(({ framework }) => (framework.filters.get(agentId) ?? 0) <= now)
+          const index = list.findIndex(({ framework }) => {
+            const filter = framework.filters.get(agentId)
+            if (filter === undefined || filter.untilMs <= now) return true
+            // Filtered only while what is on offer is no more than what was declined.
+            return filter.resources !== undefined && !Resources.contains(filter.resources, candidates)
+          })
           if (index < 0) continue
           const { framework } = list[index]!
           const resources = Resources.allocate(candidates, entry.name)

@@ -1,18 +1,22 @@
 import * as grpc from "@grpc/grpc-js"
 import { Resources, TaskStates, v1 } from "@berth/proto"
-import type { StateStore } from "@berth/storage"
-import { Cause, Clock, Effect, Queue, Schedule, Scope } from "effect"
+import { Election, type StateStore } from "@berth/storage"
+import { Cause, Clock, Effect, Exit, Option, Queue, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import {
   FrameworkRemoved,
   InvalidArgument,
   NotFound,
+  NotLeader,
   type RequestError,
   StaleSession,
   Unimplemented
 } from "../../ClusterError.ts"
 import * as Grpc from "../grpc.ts"
+import * as Http from "../http.ts"
 import * as Allocator from "./allocator.ts"
+import * as Metrics from "./metrics.ts"
+import * as Operations from "./operations.ts"
 import * as Registry from "./registry.ts"
 import * as Validate from "./validation.ts"
 
@@ -30,8 +34,21 @@ export interface MasterConfig {
   readonly agentPingMisses: number
   /** Refusal applied by Decline (and to what an Accept leaves unused) when no filter is given. */
   readonly defaultRefuseSeconds: number
+  /** Requests larger than this are refused (RESOURCE_EXHAUSTED) before they are decoded. */
+  readonly maxMessageBytes: number
+  /** Terminal tasks kept per framework for reconciliation and the operator API (oldest dropped first). */
+  readonly maxCompletedTasksPerFramework: number
   /** Resources smaller than this (either cpus or mem) are not worth an offer. */
   readonly minimumAllocatable: Allocator.MinimumAllocatable
+  /**
+   * Masters sharing one store elect a leader through a lease on this key; standbys answer every
+   * call with UNAVAILABLE and the leader's endpoint. A single master simply wins at once.
+   */
+  readonly leaderKey: string
+  /** A leader that cannot renew its lease for this long loses leadership; a standby takes over. */
+  readonly leaderLeaseSeconds: number
+  /** Serves Prometheus `/metrics` and `/health` over HTTP on this port (0: a free one; absent: off). */
+  readonly httpPort?: number | undefined
   readonly version: string
 }
 
@@ -45,11 +62,17 @@ export const defaults: MasterConfig = {
   agentPingMisses: 5,
   defaultRefuseSeconds: 5,
   minimumAllocatable: { cpus: 0.01, mem: 32 },
+  maxMessageBytes: 16 * 1024 * 1024,
+  maxCompletedTasksPerFramework: 1000,
+  leaderKey: "berth/master/leader",
+  leaderLeaseSeconds: 5,
   version: "0.1.0"
 }
 
 export interface MasterHandle {
   readonly endpoint: string
+  /** "host:port" of the HTTP endpoint (metrics, health), when enabled. */
+  readonly httpEndpoint: string | undefined
   readonly port: number
   readonly info: v1.MasterInfo
 }
@@ -108,12 +131,14 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const context = yield* Effect.context<StateStore.StateStore>()
   const run = <A, E>(effect: Effect.Effect<A, E, StateStore.StateStore>) => Effect.runForkWith(context)(effect)
   const registry = yield* Registry.make
-  const allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
+  let allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
 
   const agents = new Map<string, AgentEntry>()
   const frameworks = new Map<string, FrameworkEntry>()
   const tasks = new Map<string, TaskEntry>()
   const offers = new Map<string, v1.Offer>()
+  /** The latest status of every operation with an id, by "frameworkId/operationId". */
+  const operationStatuses = new Map<string, v1.OperationStatus>()
   const admittedAgents = new Map<string, v1.AgentInfo>()
   /** Torn-down framework ids: they may never subscribe again (and so never redeploy by accident). */
   const removedFrameworks = new Set<string>()
@@ -123,28 +148,42 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const unreachableAfterMs = config.agentPingSeconds * config.agentPingMisses * 1000
 
   const startTimeMs = yield* Clock.currentTimeMillis
-  const snapshot = yield* registry.load
-  for (const id of snapshot.removedFrameworks) removedFrameworks.add(id)
-  for (const id of snapshot.goneAgents) goneAgents.add(id)
-  for (const d of snapshot.draining) drainingAgents.set(d.agentId, { maxGracePeriodSeconds: d.maxGracePeriodSeconds, markGone: d.markGone })
-  for (const info of snapshot.agents) admittedAgents.set(info.agentId, info)
-  for (const { role, weight } of snapshot.weights) allocator.setWeight(role, weight)
-  for (const { role, limits } of snapshot.quotas) allocator.setQuota(role, limits)
-  for (const record of snapshot.frameworks) {
-    // A scheduler that was connected when the previous master stopped gets its whole failover
-    // timeout from now to come back.
-    const deadline = record.failoverDeadlineMs ?? startTimeMs + record.info.failoverTimeoutSeconds * 1000
-    frameworks.set(record.info.frameworkId, { info: record.info, subscriber: undefined, failoverDeadlineMs: deadline })
-    allocator.addFramework(record.info.frameworkId, record.info.roles)
-    allocator.deactivateFramework(record.info.frameworkId)
-  }
+  /** Only the leader acts; a standby (or a master that lost its lease) answers with the leader. */
+  let leading = false
+
+  /**
+   * Loads the durable registry into fresh in-memory state: what a new leader does before it
+   * serves (invariant 5). Task state then comes back with the re-registering agents.
+   */
+  const loadRegistry = Effect.gen(function*() {
+    for (const map of [agents, frameworks, tasks, offers, operationStatuses, admittedAgents, drainingAgents]) map.clear()
+    removedFrameworks.clear()
+    goneAgents.clear()
+    allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
+    const now = yield* Clock.currentTimeMillis
+    const snapshot = yield* registry.load
+    for (const id of snapshot.removedFrameworks) removedFrameworks.add(id)
+    for (const id of snapshot.goneAgents) goneAgents.add(id)
+    for (const d of snapshot.draining) drainingAgents.set(d.agentId, { maxGracePeriodSeconds: d.maxGracePeriodSeconds, markGone: d.markGone })
+    for (const info of snapshot.agents) admittedAgents.set(info.agentId, info)
+    for (const { role, weight } of snapshot.weights) allocator.setWeight(role, weight)
+    for (const { role, limits } of snapshot.quotas) allocator.setQuota(role, limits)
+    for (const record of snapshot.frameworks) {
+      // A scheduler that was connected when the previous leader stopped gets its whole failover
+      // timeout from now to come back.
+      const deadline = record.failoverDeadlineMs ?? now + record.info.failoverTimeoutSeconds * 1000
+      frameworks.set(record.info.frameworkId, { info: record.info, subscriber: undefined, failoverDeadlineMs: deadline })
+      allocator.addFramework(record.info.frameworkId, record.info.roles)
+      allocator.deactivateFramework(record.info.frameworkId)
+    }
+  })
 
   const masterInfo: v1.MasterInfo = {
     masterId: randomUUID(),
     endpoint: "",
     version: config.version,
     startTimeMs,
-    leading: true
+    leading: false
   }
 
   /** Operator event stream subscribers (WatchEvents). */
@@ -152,6 +191,28 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const emit = (event: NonNullable<v1.WatchEventsResponse["event"]>) => {
     for (const watcher of watchers) watcher({ event })
   }
+
+  const metrics = Metrics.make({
+    tasksByState: () => {
+      const counts = new Map<v1.TaskState, number>()
+      for (const task of tasks.values()) counts.set(task.state, (counts.get(task.state) ?? 0) + 1)
+      return counts
+    },
+    agentsByState: () => {
+      const counts = new Map<string, number>()
+      for (const agent of agents.values()) {
+        const state = agent.draining ? "draining" : agent.state
+        counts.set(state, (counts.get(state) ?? 0) + 1)
+      }
+      return counts
+    },
+    frameworks: () => {
+      let connected = 0
+      for (const f of frameworks.values()) if (f.subscriber !== undefined) connected++
+      return { connected, disconnected: frameworks.size - connected }
+    },
+    offersOutstanding: () => offers.size
+  })
 
   const kicks = yield* Queue.sliding<void>(1)
   const kick = () => Queue.offerUnsafe(kicks, undefined)
@@ -193,10 +254,21 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     for (const [frameworkId, statuses] of byFramework) frameworks.get(frameworkId)?.subscriber?.send(updateEvent(statuses))
   }
 
+  /** Kills for agents that are not connected right now: sent when they register again. */
+  const pendingKills = new Map<string, Map<string, v1.ConnectResponse_KillTask>>()
   const sendKills = (kills: ReadonlyArray<{ readonly agentId: string; readonly kill: v1.ConnectResponse_KillTask }>) => {
     const byAgent = new Map<string, Array<v1.ConnectResponse_KillTask>>()
     for (const { agentId, kill } of kills) byAgent.set(agentId, [...(byAgent.get(agentId) ?? []), kill])
-    for (const [agentId, list] of byAgent) agents.get(agentId)?.connection?.send({ message: { $case: "kill", value: { kills: list } } })
+    for (const [agentId, list] of byAgent) {
+      const connection = agents.get(agentId)?.connection
+      if (connection !== undefined) {
+        connection.send({ message: { $case: "kill", value: { kills: list } } })
+        continue
+      }
+      const pending = pendingKills.get(agentId) ?? new Map<string, v1.ConnectResponse_KillTask>()
+      for (const kill of list) pending.set(taskKey(kill.frameworkId, kill.taskId), kill)
+      pendingKills.set(agentId, pending)
+    }
   }
 
   // ---------------------------------------------------------------- offers and allocation
@@ -219,6 +291,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     }
     for (const [frameworkId, offerIds] of byFramework) {
       frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "rescind", value: { offerIds } } })
+      metrics.offersRescinded.inc(offerIds.length)
     }
     if (byFramework.size > 0) kick()
   }
@@ -226,7 +299,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const allocate = (now: number) => {
     rescind((offer) => offer.expiresAtMs <= now)
     const batches = new Map<string, Array<v1.Offer>>()
-    for (const allocation of allocator.cycle(now)) {
+    const started = performance.now()
+    const allocations = allocator.cycle(now)
+    metrics.cycleSeconds.observe((performance.now() - started) / 1000)
+    metrics.offersSent.inc(allocations.length)
+    for (const allocation of allocations) {
       const agent = agents.get(allocation.agentId)!
       const offer: v1.Offer = {
         offerId: randomUUID(),
@@ -251,6 +328,22 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   const releaseTask = (task: TaskEntry) => allocator.recover(task.frameworkId, task.agentId, task.role, task.info.resources)
 
+  /** Terminal tasks per framework, oldest first: the master keeps a bounded history, not all of it. */
+  const completed = new Map<string, Array<string>>()
+  const rememberCompleted = (task: TaskEntry) => {
+    let list = completed.get(task.frameworkId)
+    if (list === undefined) {
+      list = []
+      completed.set(task.frameworkId, list)
+    }
+    list.push(taskKey(task.frameworkId, task.info.taskId))
+    while (list.length > config.maxCompletedTasksPerFramework) {
+      const key = list.shift()!
+      const old = tasks.get(key)
+      if (old !== undefined && TaskStates.isTerminal(old.state)) tasks.delete(key)
+    }
+  }
+
   /** Applies a new state to a known task, releasing its resources when it becomes terminal. */
   const transition = (task: TaskEntry, status: v1.TaskStatus): boolean => {
     const wasTerminal = TaskStates.isTerminal(task.state)
@@ -258,6 +351,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     task.status = status
     if (!wasTerminal && TaskStates.isTerminal(status.state)) {
       releaseTask(task)
+      rememberCompleted(task)
       return true
     }
     return false
@@ -417,29 +511,25 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const agentId = used[0]!.agentId
       const role = used[0]!.allocationRole
       const offered = Resources.add([], used.flatMap((o) => o.resources))
-      const launches: Array<v1.TaskInfo> = []
-      const seen = new Set<string>()
-      for (const [i, operation] of request.operations.entries()) {
-        const launch = Validate.operationKind(`operations[${i}]`, operation)
-        if (!("taskInfos" in launch)) return yield* launch
-        for (const [j, info] of launch.taskInfos.entries()) {
-          const field = `operations[${i}].launch.taskInfos[${j}]`
-          const problem = Validate.task(field, info, agentId)
-          if (problem !== undefined) return yield* problem
-          const existing = tasks.get(taskKey(frameworkId, info.taskId))
-          if (seen.has(info.taskId) || (existing !== undefined && !TaskStates.isTerminal(existing.state))) {
-            return yield* new InvalidArgument({ field: `${field}.taskId`, rule: `task "${info.taskId}" already exists` })
-          }
-          seen.add(info.taskId)
-          // The task carries the role its resources were allocated to, so an agent re-registering
-          // after a master restart reports it with its role.
-          launches.push({ ...info, agentId, resources: Resources.allocate(info.resources, role) })
-        }
-      }
-      const needed = Resources.add([], launches.flatMap((t) => t.resources))
-      const problem = Validate.fits(offered, needed)
-      if (problem !== undefined) return yield* problem
       const agent = agents.get(agentId)
+      const volumes = volumesOf(agentId)
+      const plan = Operations.plan(
+        {
+          frameworkId,
+          principal: framework.info.principal,
+          role,
+          agentId,
+          volumes: new Set(volumes.keys()),
+          volumesInUse: volumesInUse(agentId),
+          taskExists: (taskId) => {
+            const existing = tasks.get(taskKey(frameworkId, taskId))
+            return existing !== undefined && !TaskStates.isTerminal(existing.state)
+          }
+        },
+        request.operations,
+        offered
+      )
+      if (plan instanceof InvalidArgument || plan instanceof Unimplemented) return yield* plan
       if (agent?.connection === undefined) {
         return yield* new InvalidArgument({ field: "offerIds", rule: `agent ${agentId} is no longer connected` })
       }
@@ -447,6 +537,43 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       // Everything checked: from here on nothing fails, so the Accept is all or nothing.
       const now = yield* Clock.currentTimeMillis
       for (const offer of used) takeOffer(offer.offerId)
+      metrics.offersAccepted.inc(used.length)
+      metrics.tasksLaunched.inc(plan.launches.length)
+      if (plan.conversions.length > 0) {
+        // Reservations and volumes change the agent's total: durable first (invariant 4), then
+        // the agent checkpoints the same total and carries out CREATE and DESTROY.
+        let total = agent.info.resources
+        for (const { from, to } of plan.conversions) {
+          total = Resources.add(Resources.subtract(total, from), to)
+          allocator.convert(agentId, from, to)
+        }
+        agent.info = { ...agent.info, resources: total.map((r) => ({ ...r, allocationRole: "" })) }
+        yield* registry.putAgent(agent.info)
+        admittedAgents.set(agentId, agent.info)
+        agent.connection.send({
+          message: {
+            $case: "applyOperations",
+            value: {
+              operations: plan.agentOperations.map((operation) => ({ frameworkId, operation, uuid: new Uint8Array() })),
+              checkpointedResources: agent.info.resources
+            }
+          }
+        })
+      }
+      if (plan.finished.length > 0) {
+        const statuses = plan.finished.map(({ operationId, converted }): v1.OperationStatus => ({
+          operationId,
+          state: v1.OperationState.FINISHED,
+          message: "",
+          convertedResources: [...converted],
+          uuid: new Uint8Array(),
+          agentId,
+          timestampMs: now
+        }))
+        for (const status of statuses) operationStatuses.set(`${frameworkId}/${status.operationId}`, status)
+        framework.subscriber?.send({ event: { $case: "updateOperationStatus", value: { statuses } } })
+      }
+      const launches = plan.launches
       const staging: Array<v1.TaskStatus> = []
       for (const info of launches) {
         const status = masterStatus(info, v1.TaskState.STAGING, v1.TaskStatus_Reason.UNSPECIFIED, "", now)
@@ -464,14 +591,69 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         })
         framework.subscriber?.send(updateEvent(staging))
       }
-      const leftover = Resources.subtract(offered, needed)
-      if (leftover.length > 0) {
-        allocator.recover(frameworkId, agentId, role, leftover)
+      if (plan.leftover.length > 0) {
+        allocator.recover(frameworkId, agentId, role, plan.leftover)
         const refuse = request.filters?.refuseSeconds ?? config.defaultRefuseSeconds
-        allocator.filter(frameworkId, agentId, now + refuse * 1000)
+        allocator.filter(frameworkId, agentId, now + refuse * 1000, plan.leftover)
       }
       kick()
       return { launchedTaskIds: launches.map((t) => t.taskId) }
+    })
+
+  /** Persistent volumes on an agent, by persistence id. */
+  const volumesOf = (agentId: string) => {
+    const out = new Map<string, v1.Resource>()
+    for (const r of agents.get(agentId)?.info.resources ?? []) {
+      const id = r.disk?.persistence?.id
+      if (id !== undefined && id !== "") out.set(id, r)
+    }
+    return out
+  }
+
+  const volumesInUse = (agentId: string) => {
+    const out = new Set<string>()
+    for (const task of tasks.values()) {
+      if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+      for (const r of task.info.resources) {
+        const id = r.disk?.persistence?.id
+        if (id !== undefined && id !== "") out.add(id)
+      }
+    }
+    return out
+  }
+
+  const reconcileOperations = (request: v1.ReconcileOperationsRequest) =>
+    Effect.gen(function*() {
+      const framework = yield* session(request.session)
+      const frameworkId = framework.info.frameworkId
+      const now = yield* Clock.currentTimeMillis
+      const statuses =
+        request.operations.length === 0
+          ? [...operationStatuses.entries()].filter(([key]) => key.startsWith(`${frameworkId}/`)).map(([, status]) => status)
+          : request.operations.map((o, i) =>
+            operationStatuses.get(`${frameworkId}/${o.operationId}`) ?? {
+              operationId: o.operationId,
+              state: v1.OperationState.UNKNOWN,
+              message: `operations[${i}]: no operation "${o.operationId}" is known for this framework`,
+              convertedResources: [],
+              uuid: new Uint8Array(),
+              agentId: o.agentId,
+              timestampMs: now
+            }
+          )
+      if (statuses.length > 0) framework.subscriber?.send({ event: { $case: "updateOperationStatus", value: { statuses } } })
+      return {}
+    })
+
+  const acknowledgeOperationStatus = (request: v1.AcknowledgeOperationStatusRequest) =>
+    Effect.gen(function*() {
+      yield* session(request.session)
+      for (const [i, ack] of request.acknowledgements.entries()) {
+        if (ack.operationId === "") return yield* new InvalidArgument({ field: `acknowledgements[${i}].operationId`, rule: "is required" })
+      }
+      // Operations on an agent's own resources finish in the master and carry no uuid; nothing
+      // waits for these acknowledgements yet (resource providers would).
+      return {}
     })
 
   const decline = (request: v1.DeclineRequest) =>
@@ -485,10 +667,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         // Declining an offer that is already gone is harmless: the framework may race a rescind.
         if (offer === undefined || offer.frameworkId !== framework.info.frameworkId) continue
         takeOffer(offerId)
+        metrics.offersDeclined.inc()
         allocator.recover(offer.frameworkId, offer.agentId, offer.allocationRole, offer.resources)
-        allocator.filter(offer.frameworkId, offer.agentId, now + refuse * 1000)
+        allocator.filter(offer.frameworkId, offer.agentId, now + refuse * 1000, offer.resources)
       }
-      kick()
+      // No allocation round on a decline: the declined resources wait for the next interval, so a
+      // framework declining with a 0 s refusal cannot turn the master into an offer loop.
       return {}
     })
 
@@ -631,7 +815,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       }
       const known = offered.agentId !== "" && (agents.has(offered.agentId) || admittedAgents.has(offered.agentId))
       const agentId = known ? offered.agentId : randomUUID()
-      const info: v1.AgentInfo = { ...offered, agentId }
+      // What the agent checkpointed (its reservations and volumes) is what it has.
+      const resources = register.checkpointedResources.length > 0 ? register.checkpointedResources : offered.resources
+      const info: v1.AgentInfo = { ...offered, agentId, resources }
       yield* registry.putAgent(info)
       admittedAgents.set(agentId, info)
       const now = yield* Clock.currentTimeMillis
@@ -694,6 +880,15 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         }
       })
       notify(updates)
+      // Kills ordered while the agent was away still apply to the tasks it came back with.
+      const pending = pendingKills.get(agentId)
+      pendingKills.delete(agentId)
+      if (pending !== undefined) {
+        sendKills([...pending].flatMap(([key, kill]) => {
+          const task = tasks.get(key)
+          return task !== undefined && !TaskStates.isTerminal(task.state) ? [{ agentId, kill }] : []
+        }))
+      }
       kick()
       yield* Effect.logInfo(known ? "agent re-registered" : "agent registered").pipe(
         Effect.annotateLogs({ agentId, hostname: info.hostname, resources: Resources.format(info.resources) })
@@ -764,6 +959,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   })
 
   const statusUpdates = (agentId: string, updates: ReadonlyArray<v1.StatusUpdate>) => {
+    metrics.statusUpdates.inc(updates.length)
     const forward: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
     const acknowledgements: Array<v1.ConnectResponse_Acknowledgement> = []
     let freed = false
@@ -1042,6 +1238,30 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   // ---------------------------------------------------------------- wiring
 
+  /** The leading master's endpoint, from the election key ("" when none is elected). */
+  const currentLeader: Effect.Effect<string, never, StateStore.StateStore> = Election.leader(config.leaderKey).pipe(
+    Effect.map(Option.match({
+      onNone: () => "",
+      onSome: (entry) => {
+        try {
+          return String((JSON.parse(new TextDecoder().decode(entry.value)) as { endpoint?: string }).endpoint ?? "")
+        } catch {
+          return ""
+        }
+      }
+    })),
+    Effect.orElseSucceed(() => "")
+  )
+  const notLeader = Effect.flatMap(currentLeader, (leader) => Effect.fail(new NotLeader({ leader })))
+  /** Every call but the master's own info is for the leader only. */
+  const guard = <Req, A, E, R>(handler: (request: Req) => Effect.Effect<A, E, R>) => (request: Req) =>
+    leading ? handler(request) : notLeader
+  const guardStream = <C extends grpc.ServerWritableStream<any, any> | grpc.ServerDuplexStream<any, any>>(handler: (call: C) => void) =>
+  (call: C) => {
+    if (leading) return handler(call)
+    run(Effect.flatMap(currentLeader, (leader) => Effect.sync(() => Grpc.failStream(call, new NotLeader({ leader })))))
+  }
+
   const subscribeHandler = (call: grpc.ServerWritableStream<v1.SubscribeRequest, v1.SubscribeResponse>) => {
     let current: Subscriber | undefined
     let ended = false
@@ -1078,93 +1298,144 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const unimplemented = (name: string) => () => Effect.fail(new Unimplemented({ field: name, feature: name }))
 
   const scheduler: v1.SchedulerServiceServer = {
-    subscribe: subscribeHandler,
-    accept: Grpc.unary(context, accept),
-    decline: Grpc.unary(context, decline),
-    revive: Grpc.unary(context, revive),
-    suppress: Grpc.unary(context, suppress),
-    kill: Grpc.unary(context, kill),
-    shutdown: Grpc.unary(context, unimplemented("Shutdown")),
-    acknowledge: Grpc.unary(context, acknowledge),
-    acknowledgeOperationStatus: Grpc.unary(context, unimplemented("AcknowledgeOperationStatus")),
-    reconcile: Grpc.unary(context, reconcile),
-    reconcileOperations: Grpc.unary(context, unimplemented("ReconcileOperations")),
-    message: Grpc.unary(context, unimplemented("Message")),
-    teardown: Grpc.unary(context, teardown),
+    subscribe: guardStream(subscribeHandler),
+    accept: Grpc.unary(context, guard(accept)),
+    decline: Grpc.unary(context, guard(decline)),
+    revive: Grpc.unary(context, guard(revive)),
+    suppress: Grpc.unary(context, guard(suppress)),
+    kill: Grpc.unary(context, guard(kill)),
+    shutdown: Grpc.unary(context, guard(unimplemented("Shutdown"))),
+    acknowledge: Grpc.unary(context, guard(acknowledge)),
+    acknowledgeOperationStatus: Grpc.unary(context, guard(acknowledgeOperationStatus)),
+    reconcile: Grpc.unary(context, guard(reconcile)),
+    reconcileOperations: Grpc.unary(context, guard(reconcileOperations)),
+    message: Grpc.unary(context, guard(unimplemented("Message"))),
+    teardown: Grpc.unary(context, guard(teardown)),
     updateFramework: Grpc.unary(context, unimplemented("UpdateFramework"))
   }
 
   const operator: v1.OperatorServiceServer = {
-    getMaster: Grpc.unary(context, () => Effect.succeed({ master: masterInfo, leaderEndpoint: masterInfo.endpoint })),
+    getMaster: Grpc.unary(context, () =>
+      Effect.map(leading ? Effect.succeed(masterInfo.endpoint) : currentLeader, (leaderEndpoint) => ({ master: masterInfo, leaderEndpoint }))),
     getHealth: Grpc.unary(context, () => Effect.succeed({ healthy: true, message: "ok" })),
-    getMetrics: Grpc.unary(context, unimplemented("GetMetrics")),
-    getState: Grpc.unary(context, () => Effect.sync(state)),
-    getAgents: Grpc.unary(context, () => Effect.sync(() => ({ agents: state().agents }))),
-    getFrameworks: Grpc.unary(context, () => Effect.sync(() => ({ frameworks: state().frameworks }))),
-    getTasks: Grpc.unary(context, (request: v1.GetTasksRequest) =>
+    getMetrics: Grpc.unary(context, () => Effect.map(Effect.promise(metrics.text), (prometheusText) => ({ prometheusText }))),
+    getState: Grpc.unary(context, guard(() => Effect.sync(state))),
+    getAgents: Grpc.unary(context, guard(() => Effect.sync(() => ({ agents: state().agents })))),
+    getFrameworks: Grpc.unary(context, guard(() => Effect.sync(() => ({ frameworks: state().frameworks })))),
+    getTasks: Grpc.unary(context, guard((request: v1.GetTasksRequest) =>
       Effect.sync(() => ({
         tasks: [...tasks.values()]
           .filter((t) => request.frameworkId === "" || t.frameworkId === request.frameworkId)
           .map(taskView)
-      }))),
-    getRoles: Grpc.unary(context, getRoles),
-    watchEvents,
-    drainAgent: Grpc.unary(context, drain),
-    reactivateAgent: Grpc.unary(context, reactivate),
-    markAgentGone: Grpc.unary(context, (request: v1.MarkAgentGoneRequest) => markGone(request.agentId)),
-    getQuota: Grpc.unary(context, () =>
+      })))),
+    getRoles: Grpc.unary(context, guard(getRoles)),
+    watchEvents: guardStream(watchEvents),
+    drainAgent: Grpc.unary(context, guard(drain)),
+    reactivateAgent: Grpc.unary(context, guard(reactivate)),
+    markAgentGone: Grpc.unary(context, guard((request: v1.MarkAgentGoneRequest) => markGone(request.agentId))),
+    getQuota: Grpc.unary(context, guard(() =>
       Effect.sync((): v1.GetQuotaResponse => ({
         quotas: allocator.roleNames().sort().flatMap((role) => {
           const quota = allocator.roleView(role).quota
           return quota === undefined ? [] : [{ role, limits: quantitiesToResources(quota) }]
         })
-      }))),
-    updateQuota: Grpc.unary(context, updateQuota),
-    getWeights: Grpc.unary(context, () =>
+      })))),
+    updateQuota: Grpc.unary(context, guard(updateQuota)),
+    getWeights: Grpc.unary(context, guard(() =>
       Effect.sync((): v1.GetWeightsResponse => ({
         weights: allocator.roleNames().sort().map((role) => ({ role, weight: allocator.roleView(role).weight }))
-      }))),
-    updateWeights: Grpc.unary(context, updateWeights),
-    reserveResources: Grpc.unary(context, unimplemented("ReserveResources")),
-    unreserveResources: Grpc.unary(context, unimplemented("UnreserveResources"))
+      })))),
+    updateWeights: Grpc.unary(context, guard(updateWeights)),
+    reserveResources: Grpc.unary(context, guard(unimplemented("ReserveResources"))),
+    unreserveResources: Grpc.unary(context, guard(unimplemented("UnreserveResources")))
   }
 
-  // ---------------------------------------------------------------- background work
+  // ---------------------------------------------------------------- background work, leadership
 
-  // A round runs every interval, and shortly after anything frees or adds resources; the short
-  // delay lets a burst of changes (an Accept's leftovers, many terminal updates) share one round.
-  yield* Effect.gen(function*() {
-    yield* Effect.race(Queue.take(kicks), Effect.sleep(config.allocationIntervalMs))
-    yield* Effect.sleep(5)
-    allocate(yield* Clock.currentTimeMillis)
-  }).pipe(Effect.forever, Effect.forkIn(scope))
+  /** What only a leader runs, in the scope of its term. */
+  const startTerm = (term: Scope.Scope) =>
+    Effect.gen(function*() {
+      // A round runs every interval, and shortly after anything frees or adds resources; the short
+      // delay lets a burst of changes (an Accept's leftovers, many terminal updates) share one round.
+      yield* Effect.gen(function*() {
+        yield* Effect.race(Queue.take(kicks), Effect.sleep(config.allocationIntervalMs))
+        yield* Effect.sleep(5)
+        allocate(yield* Clock.currentTimeMillis)
+      }).pipe(Effect.forever, Effect.forkIn(term))
 
-  // Heartbeats keep idle sessions alive and let schedulers notice a dead master.
-  yield* Effect.sync(() => {
-    for (const framework of frameworks.values()) framework.subscriber?.send({ event: { $case: "heartbeat", value: {} } })
-  }).pipe(Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)), Effect.forkIn(scope))
+      // Heartbeats keep idle sessions alive and let schedulers notice a dead master; watchers of
+      // the event stream learn it is alive even when nothing changes.
+      yield* Effect.sync(() => {
+        for (const framework of frameworks.values()) framework.subscriber?.send({ event: { $case: "heartbeat", value: {} } })
+        emit({ $case: "heartbeat", value: {} })
+      }).pipe(Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)), Effect.forkIn(term))
 
-  yield* Effect.all([checkAgents, checkFailoverTimeouts, finishDrains]).pipe(
-    Effect.repeat(Schedule.spaced(Math.min(config.agentPingSeconds, 1) * 1000)),
-    Effect.forkIn(scope)
-  )
-  // Watchers learn the stream is alive even when nothing changes.
-  yield* Effect.sync(() => emit({ $case: "heartbeat", value: {} })).pipe(
-    Effect.repeat(Schedule.spaced(config.frameworkHeartbeatSeconds * 1000)),
-    Effect.forkIn(scope)
-  )
+      yield* Effect.all([checkAgents, checkFailoverTimeouts, finishDrains]).pipe(
+        Effect.repeat(Schedule.spaced(Math.min(config.agentPingSeconds, 1) * 1000)),
+        Effect.forkIn(term)
+      )
+    })
 
-  const { port } = yield* Grpc.serve(
+  const encoder = new TextEncoder()
+  const decoder = new TextDecoder()
+  const leaderValue = () => encoder.encode(JSON.stringify({ endpoint: masterInfo.endpoint, masterId: masterInfo.masterId }))
+
+  /** Leads until the lease is lost, then steps down: every session and connection is closed. */
+  const lead = (leadership: Election.Leadership) =>
+    Effect.gen(function*() {
+      yield* loadRegistry
+      const term = yield* Scope.make()
+      yield* startTerm(term)
+      leading = true
+      masterInfo.leading = true
+      yield* Effect.logInfo("leading").pipe(Effect.annotateLogs({ endpoint: masterInfo.endpoint }))
+      kick()
+      yield* leadership.lost
+      leading = false
+      masterInfo.leading = false
+      yield* Scope.close(term, Exit.void)
+      for (const framework of frameworks.values()) framework.subscriber?.close()
+      for (const agent of agents.values()) agent.connection?.close()
+      yield* Effect.logError("lost leadership: stepped down to standby").pipe(Effect.annotateLogs({ endpoint: masterInfo.endpoint }))
+    })
+
+    const { port } = yield* Grpc.serve(
     `${config.host}:${config.port}`,
     [
       [v1.SchedulerServiceService, scheduler],
-      [v1.AgentServiceService, { connect: agentConnect }],
+      [v1.AgentServiceService, { connect: guardStream(agentConnect) }],
       [v1.OperatorServiceService, operator]
     ],
-    "master"
+    "master",
+    { maxMessageBytes: config.maxMessageBytes }
   )
   masterInfo.endpoint = Grpc.endpoint(config.host, port)
+  const httpEndpoint = config.httpPort === undefined
+    ? undefined
+    : yield* Http.serve(config.host, config.httpPort, {
+      "/metrics": async () => ({ contentType: metrics.contentType, body: await metrics.text() }),
+      "/health": async () => ({ contentType: "application/json", body: JSON.stringify({ healthy: true, leading: masterInfo.leading }) })
+    })
   yield* Effect.logInfo("master listening").pipe(Effect.annotateLogs({ endpoint: masterInfo.endpoint }))
-  const handle: MasterHandle = { endpoint: masterInfo.endpoint, port, info: masterInfo }
+  // A single master (or the first of several) wins at once, before start returns; otherwise this
+  // master serves as a standby and keeps campaigning in the background.
+  const lease = { ttl: `${config.leaderLeaseSeconds} seconds` as const }
+  const first = yield* Election.tryCampaign(config.leaderKey, leaderValue(), lease).pipe(Effect.orDie)
+  const campaign = Effect.scoped(Effect.flatMap(Election.campaign(config.leaderKey, leaderValue(), lease), lead)).pipe(
+    Effect.catchCause((cause) =>
+      Effect.logError("leader election failed; retrying").pipe(Effect.annotateLogs({ cause: Cause.pretty(cause) }))
+    ),
+    Effect.andThen(Effect.sleep(200)),
+    Effect.forever
+  )
+  if (Option.isSome(first)) {
+    yield* Effect.scoped(lead(first.value)).pipe(Effect.andThen(campaign), Effect.forkIn(scope))
+    // lead() sets `leading` synchronously up to its first wait; yield until it has.
+    while (!leading) yield* Effect.sleep(1)
+  } else {
+    yield* Effect.logInfo("standby: another master leads").pipe(Effect.annotateLogs({ endpoint: masterInfo.endpoint }))
+    yield* campaign.pipe(Effect.forkIn(scope))
+  }
+  const handle: MasterHandle = { endpoint: masterInfo.endpoint, httpEndpoint, port, info: masterInfo }
   return handle
 })

@@ -1,4 +1,5 @@
 import { Resources, v1 } from "@berth/proto"
+import { DockerExecutor } from "@berth/sdk-executor"
 import { InvalidArgument, Unimplemented } from "../../ClusterError.ts"
 
 /** Task, framework and role ids: printable, no path separators (they name sandbox directories). */
@@ -59,6 +60,29 @@ const command = (field: string, cmd: v1.CommandInfo | undefined): InvalidArgumen
 }
 
 /**
+ * A Docker task: the container's and command's rules (shared with the Docker executor), and host
+ * ports taken from the task's own `ports` resources, so two tasks never publish the same port.
+ */
+const docker = (field: string, info: v1.TaskInfo): InvalidArgument | Unimplemented | undefined => {
+  const problem = DockerExecutor.taskProblem(info)
+  if (problem !== undefined) {
+    const at = `${field}.${problem.field}`
+    return problem.unsupported === true ? new Unimplemented({ field: at, feature: problem.rule }) : invalid(at, problem.rule)
+  }
+  const ports = Resources.rangesOf(info.resources, "ports")
+  for (const [i, mapping] of info.container!.docker!.portMappings.entries()) {
+    if (!ports.some((range) => range.begin <= mapping.hostPort && mapping.hostPort <= range.end)) {
+      const held = ports.length === 0 ? "none" : ports.map((r) => r.begin === r.end ? `${r.begin}` : `${r.begin}-${r.end}`).join(",")
+      return invalid(
+        `${field}.container.docker.portMappings[${i}].hostPort`,
+        `${mapping.hostPort} must be among the task's ports resources (${held})`
+      )
+    }
+  }
+  return undefined
+}
+
+/**
  * Checks one task of a LAUNCH against the rules the master enforces before anything is
  * launched. Returns the first broken rule.
  */
@@ -72,11 +96,10 @@ export const task = (
     return invalid(`${field}.agentId`, `must be empty or the offers' agent ${agentId}`)
   }
   if (info.executor !== undefined) return new Unimplemented({ field: `${field}.executor`, feature: "custom executors" })
-  if (info.container !== undefined && info.container.type === v1.ContainerInfo_Type.DOCKER) {
-    return new Unimplemented({ field: `${field}.container`, feature: "Docker containers" })
-  }
   return (
-    command(`${field}.command`, info.command) ??
+    (info.container?.type === v1.ContainerInfo_Type.DOCKER
+      ? docker(field, info)
+      : command(`${field}.command`, info.command)) ??
     resources(`${field}.resources`, info.resources) ??
     (info.killPolicy !== undefined && !(info.killPolicy.gracePeriodSeconds >= 0)
       ? invalid(`${field}.killPolicy.gracePeriodSeconds`, "must be >= 0")

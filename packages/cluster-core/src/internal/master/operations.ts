@@ -1,0 +1,221 @@
+import { Resources, v1 } from "@berth/proto"
+import { InvalidArgument, Unimplemented } from "../../ClusterError.ts"
+import * as Validate from "./validation.ts"
+
+/**
+ * The operations of one Accept, applied in order to the offered resources (pure: no state is
+ * touched until every operation has been checked, so an Accept is all or nothing). RESERVE turns
+ * unreserved resources into reserved ones, CREATE reserved disk into a persistent volume, LAUNCH
+ * consumes resources, DESTROY and UNRESERVE undo the first two, in Mesos's semantics.
+ */
+
+export interface Context {
+  readonly frameworkId: string
+  readonly principal: string
+  /** The role every offer of this Accept was allocated to. */
+  readonly role: string
+  readonly agentId: string
+  /** Persistence ids of the volumes that exist on the agent (any role). */
+  readonly volumes: ReadonlySet<string>
+  /** Persistence ids of the volumes a live task on the agent uses. */
+  readonly volumesInUse: ReadonlySet<string>
+  /** Whether a task id is taken by a live task of this framework. */
+  readonly taskExists: (taskId: string) => boolean
+}
+
+export interface Conversion {
+  readonly from: ReadonlyArray<v1.Resource>
+  readonly to: ReadonlyArray<v1.Resource>
+}
+
+export interface Plan {
+  /** Offered resources nothing used: they go back to the pool. */
+  readonly leftover: Array<v1.Resource>
+  /** How the agent's total resources change (RESERVE, UNRESERVE, CREATE, DESTROY), in order. */
+  readonly conversions: Array<Conversion>
+  readonly launches: Array<v1.TaskInfo>
+  /** Operations the agent must carry out or checkpoint. */
+  readonly agentOperations: Array<v1.Operation>
+  /** Feedback for the operations that carry an id. */
+  readonly finished: Array<{ readonly operationId: string; readonly converted: ReadonlyArray<v1.Resource> }>
+}
+
+const invalid = (field: string, rule: string) => new InvalidArgument({ field, rule })
+
+/** The resource as it was before its last reservation. */
+const unreserved = (r: v1.Resource): v1.Resource => ({ ...r, reservations: r.reservations.slice(0, -1) })
+
+/** The plain reserved disk a volume was made from. */
+const withoutVolume = (r: v1.Resource): v1.Resource => {
+  const { disk, ...rest } = r
+  return disk?.source === undefined ? rest : { ...rest, disk: { source: disk.source } }
+}
+
+const CONTAINER_PATH = /^(?!\/)(?!.*(^|\/)\.\.(\/|$))[A-Za-z0-9._/-]+$/
+
+const checkReservation = (field: string, r: v1.Resource, ctx: Context): InvalidArgument | undefined => {
+  const last = r.reservations.at(-1)
+  if (last === undefined) return invalid(`${field}.reservations`, "must hold the reservation to make")
+  if (last.type !== v1.ReservationInfo_Type.DYNAMIC) return invalid(`${field}.reservations`, "a framework can only make DYNAMIC reservations")
+  if (last.role !== ctx.role) {
+    return invalid(`${field}.reservations`, `role "${last.role}" is not the role the offer was allocated to ("${ctx.role}")`)
+  }
+  if (ctx.principal !== "" && last.principal !== "" && last.principal !== ctx.principal) {
+    return invalid(`${field}.reservations`, `principal "${last.principal}" is not the framework's principal "${ctx.principal}"`)
+  }
+  return undefined
+}
+
+const needs = (field: string, pool: ReadonlyArray<v1.Resource>, wanted: ReadonlyArray<v1.Resource>) =>
+  Resources.contains(pool, wanted)
+    ? undefined
+    : invalid(field, `needs ${Resources.format(wanted)} but what is left of the offers is ${Resources.format(pool) || "nothing"}`)
+
+export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offered: ReadonlyArray<v1.Resource>):
+  | Plan
+  | InvalidArgument
+  | Unimplemented =>
+{
+  let pool = Resources.normalize(offered)
+  const out: Plan = { leftover: [], conversions: [], launches: [], agentOperations: [], finished: [] }
+  const seenTasks = new Set<string>()
+  const createdVolumes = new Set<string>()
+  const destroyedVolumes = new Set<string>()
+  const convert = (from: ReadonlyArray<v1.Resource>, to: ReadonlyArray<v1.Resource>) => {
+    pool = Resources.add(Resources.subtract(pool, from), to)
+    out.conversions.push({ from, to })
+  }
+
+  for (const [i, operation] of operations.entries()) {
+    const at = `operations[${i}]`
+    const kind = operation.kind
+    if (kind === undefined) return invalid(`${at}.kind`, "must be set (launch, reserve, unreserve, create, destroy, ...)")
+    if (operation.operationId !== "" && !/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}$/.test(operation.operationId)) {
+      return invalid(`${at}.operationId`, "must be printable: letters, digits and _.:@- (at most 255)")
+    }
+    switch (kind.$case) {
+      case "launch": {
+        if (kind.value.taskInfos.length === 0) return invalid(`${at}.launch.taskInfos`, "must list at least one task")
+        for (const [j, info] of kind.value.taskInfos.entries()) {
+          const field = `${at}.launch.taskInfos[${j}]`
+          const problem = Validate.task(field, info, ctx.agentId)
+          if (problem !== undefined) return problem
+          if (seenTasks.has(info.taskId) || ctx.taskExists(info.taskId)) {
+            return invalid(`${field}.taskId`, `task "${info.taskId}" already exists`)
+          }
+          for (const [k, r] of info.resources.entries()) {
+            const id = r.disk?.persistence?.id
+            if (id !== undefined && id !== "" && destroyedVolumes.has(id)) {
+              return invalid(`${field}.resources[${k}]`, `volume "${id}" is destroyed by an earlier operation`)
+            }
+            const path = r.disk?.volume?.containerPath
+            if (id !== undefined && id !== "" && (path === undefined || !CONTAINER_PATH.test(path))) {
+              return invalid(`${field}.resources[${k}].disk.volume.containerPath`, "must be a relative path inside the sandbox (no .., not absolute)")
+            }
+          }
+          seenTasks.add(info.taskId)
+          const resources = Resources.allocate(info.resources, ctx.role)
+          const short = needs(`${field}.resources`, pool, resources)
+          if (short !== undefined) return short
+          pool = Resources.subtract(pool, resources)
+          out.launches.push({ ...info, agentId: ctx.agentId, resources })
+        }
+        break
+      }
+      case "reserve": {
+        const wanted = kind.value.resources
+        if (wanted.length === 0) return invalid(`${at}.reserve.resources`, "must list the resources to reserve")
+        for (const [j, r] of wanted.entries()) {
+          const problem = checkReservation(`${at}.reserve.resources[${j}]`, r, ctx)
+          if (problem !== undefined) return problem
+          if (r.disk?.persistence !== undefined) {
+            return invalid(`${at}.reserve.resources[${j}].disk.persistence`, "reserve plain disk first, then CREATE the volume")
+          }
+        }
+        const to = Resources.allocate(wanted.map((r) => ({ ...r, reservations: [...r.reservations] })), ctx.role)
+        const from = to.map(unreserved)
+        const problem = needs(`${at}.reserve.resources`, pool, from)
+        if (problem !== undefined) return problem
+        convert(from, to)
+        out.agentOperations.push(operation)
+        if (operation.operationId !== "") out.finished.push({ operationId: operation.operationId, converted: to })
+        break
+      }
+      case "unreserve": {
+        const wanted = kind.value.resources
+        if (wanted.length === 0) return invalid(`${at}.unreserve.resources`, "must list the resources to unreserve")
+        for (const [j, r] of wanted.entries()) {
+          const field = `${at}.unreserve.resources[${j}]`
+          const problem = checkReservation(field, r, ctx)
+          if (problem !== undefined) return problem
+          if (r.disk?.persistence?.id) {
+            return invalid(`${field}.disk.persistence`, `volume "${r.disk.persistence.id}" lives on this disk: DESTROY it before UNRESERVE`)
+          }
+        }
+        const from = Resources.allocate(wanted, ctx.role)
+        const problem = needs(`${at}.unreserve.resources`, pool, from)
+        if (problem !== undefined) return problem
+        const to = from.map(unreserved)
+        convert(from, to)
+        out.agentOperations.push(operation)
+        if (operation.operationId !== "") out.finished.push({ operationId: operation.operationId, converted: to })
+        break
+      }
+      case "create": {
+        const volumes = kind.value.volumes
+        if (volumes.length === 0) return invalid(`${at}.create.volumes`, "must list the volumes to create")
+        for (const [j, v] of volumes.entries()) {
+          const field = `${at}.create.volumes[${j}]`
+          if (v.name !== "disk" || v.value?.$case !== "scalar") return invalid(field, "a volume is a scalar disk resource")
+          if (v.reservations.length === 0) return invalid(`${field}.reservations`, "a volume needs reserved disk: RESERVE it first")
+          const last = v.reservations.at(-1)!
+          if (last.role !== ctx.role) return invalid(`${field}.reservations`, `role "${last.role}" is not the offer's role "${ctx.role}"`)
+          const id = v.disk?.persistence?.id ?? ""
+          if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(id)) {
+            return invalid(`${field}.disk.persistence.id`, "must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127} (it names a directory)")
+          }
+          if (ctx.volumes.has(id) || createdVolumes.has(id)) {
+            return invalid(`${field}.disk.persistence.id`, `a volume "${id}" already exists on agent ${ctx.agentId}`)
+          }
+          const path = v.disk?.volume?.containerPath ?? ""
+          if (!CONTAINER_PATH.test(path)) {
+            return invalid(`${field}.disk.volume.containerPath`, "must be a relative path inside the sandbox (no .., not absolute)")
+          }
+          createdVolumes.add(id)
+        }
+        const to = Resources.allocate(volumes, ctx.role)
+        const from = to.map(withoutVolume)
+        const problem = needs(`${at}.create.volumes`, pool, from)
+        if (problem !== undefined) return problem
+        convert(from, to)
+        out.agentOperations.push(operation)
+        if (operation.operationId !== "") out.finished.push({ operationId: operation.operationId, converted: to })
+        break
+      }
+      case "destroy": {
+        const volumes = kind.value.volumes
+        if (volumes.length === 0) return invalid(`${at}.destroy.volumes`, "must list the volumes to destroy")
+        for (const [j, v] of volumes.entries()) {
+          const field = `${at}.destroy.volumes[${j}]`
+          const id = v.disk?.persistence?.id ?? ""
+          if (id === "" || !(ctx.volumes.has(id) || createdVolumes.has(id))) {
+            return invalid(`${field}.disk.persistence.id`, `no volume "${id}" exists on agent ${ctx.agentId}`)
+          }
+          if (ctx.volumesInUse.has(id)) return invalid(`${field}.disk.persistence.id`, `volume "${id}" is in use by a running task`)
+          destroyedVolumes.add(id)
+        }
+        const from = Resources.allocate(volumes, ctx.role)
+        const problem = needs(`${at}.destroy.volumes`, pool, from)
+        if (problem !== undefined) return problem
+        const to = from.map(withoutVolume)
+        convert(from, to)
+        out.agentOperations.push(operation)
+        if (operation.operationId !== "") out.finished.push({ operationId: operation.operationId, converted: to })
+        break
+      }
+      case "launchGroup":
+        return new Unimplemented({ field: `${at}.launchGroup`, feature: "LAUNCH_GROUP" })
+    }
+  }
+  return { ...out, leftover: pool }
+}
