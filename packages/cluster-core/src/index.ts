@@ -7,3 +7,5 @@
 export * as Agent from "./Agent.ts"
 export * as ClusterError from "./ClusterError.ts"
 export * as Master from "./Master.ts"
+export * as Security from "./Security.ts"
+export * as Simulator from "./Simulator.ts"

@@ -1,19 +1,21 @@
 import * as grpc from "@grpc/grpc-js"
 import { Resources, TaskStates, v1 } from "@berth/proto"
 import { Election, type StateStore } from "@berth/storage"
-import { Cause, Clock, Effect, Exit, Option, Queue, Schedule, Scope } from "effect"
+import { Cause, Clock, Effect, Exit, Option, Queue, Result, Schedule, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import {
   FrameworkRemoved,
   InvalidArgument,
   NotFound,
   NotLeader,
+  type PermissionDenied,
   type RequestError,
   StaleSession,
   Unimplemented
 } from "../../ClusterError.ts"
 import * as Grpc from "../grpc.ts"
 import * as Http from "../http.ts"
+import * as Security from "../security.ts"
 import * as Allocator from "./allocator.ts"
 import * as Metrics from "./metrics.ts"
 import * as Operations from "./operations.ts"
@@ -50,6 +52,16 @@ export interface MasterConfig {
   /** Serves Prometheus `/metrics` and `/health` over HTTP on this port (0: a free one; absent: off). */
   readonly httpPort?: number | undefined
   readonly version: string
+  /** TLS on the gRPC port (PEM files); with `caFile`, mutual TLS: clients must present a certificate it signed. */
+  readonly tls?: Security.ServerTls | undefined
+  /** Principals with their kind and secret or token: a JSON file's path, or its parsed content. */
+  readonly credentials?: string | Security.CredentialsFile | undefined
+  /** Roles each framework principal may use, and the operator principals: a JSON file's path, or its content. */
+  readonly acls?: string | Security.AclsFile | undefined
+  /** Whose calls must authenticate; each defaults to on when `credentials` is given. */
+  readonly authentication?: Partial<Security.Authentication> | undefined
+  /** A token bucket per principal (or address) for Subscribe, and one for Revive. Off when absent. */
+  readonly subscribeRate?: Security.Rate | undefined
 }
 
 export const defaults: MasterConfig = {
@@ -129,6 +141,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const scope = yield* Scope.Scope
   const clock = yield* Clock.Clock
   const context = yield* Effect.context<StateStore.StateStore>()
+  // Bad TLS, credentials or ACL files stop the master before it touches anything.
+  const security = yield* Security.make(config, "master")
   const run = <A, E>(effect: Effect.Effect<A, E, StateStore.StateStore>) => Effect.runForkWith(context)(effect)
   const registry = yield* Registry.make
   let allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
@@ -345,10 +359,16 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   }
 
   /** Applies a new state to a known task, releasing its resources when it becomes terminal. */
+  /**
+   * Decoded `bytes` fields are views into the whole received message (a batch of many updates):
+   * keeping one would keep the batch alive. What the master keeps gets its own copies.
+   */
+  const detach = (status: v1.TaskStatus): v1.TaskStatus => ({ ...status, uuid: status.uuid.slice(), data: status.data.slice() })
+
   const transition = (task: TaskEntry, status: v1.TaskStatus): boolean => {
     const wasTerminal = TaskStates.isTerminal(task.state)
     task.state = status.state
-    task.status = status
+    task.status = detach(status)
     if (!wasTerminal && TaskStates.isTerminal(status.state)) {
       releaseTask(task)
       rememberCompleted(task)
@@ -359,7 +379,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   // ---------------------------------------------------------------- frameworks
 
-  const session = (ref: v1.SessionRef | undefined): Effect.Effect<FrameworkEntry, StaleSession | InvalidArgument> => {
+  const session = (
+    ref: v1.SessionRef | undefined
+  ): Effect.Effect<FrameworkEntry, StaleSession | InvalidArgument | PermissionDenied> => {
     if (ref === undefined || ref.frameworkId === "") {
       return Effect.fail(new InvalidArgument({ field: "session.frameworkId", rule: "is required" }))
     }
@@ -372,7 +394,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         new StaleSession({ frameworkId: ref.frameworkId, reason: `stream id "${ref.streamId}" is not the current session` })
       )
     }
-    return Effect.succeed(framework)
+    return Effect.flatMap(Security.Caller, (caller) => {
+      const denied = security.authorizeFramework(caller, "session.frameworkId", framework.info)
+      return denied === undefined ? Effect.succeed(framework) : Effect.fail(denied)
+    })
   }
 
   const subscribe = (
@@ -380,9 +405,14 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     subscriber: Omit<Subscriber, "streamId" | "frameworkId">
   ): Effect.Effect<Subscriber, RequestError> =>
     Effect.gen(function*() {
+      const caller = yield* Security.Caller
+      const limited = yield* security.limit("Subscribe", security.rateKey(caller, request.frameworkInfo?.principal ?? ""))
+      if (limited !== undefined) return yield* limited
       const problem = Validate.frameworkInfo(request.frameworkInfo)
       if (problem !== undefined) return yield* problem
-      const info = request.frameworkInfo!
+      const principal = security.authorizeSubscribe(caller, request.frameworkInfo!)
+      if (Result.isFailure(principal)) return yield* principal.failure
+      const info: v1.FrameworkInfo = { ...request.frameworkInfo!, principal: principal.success }
       let frameworkId = info.frameworkId
       if (removedFrameworks.has(frameworkId)) return yield* new FrameworkRemoved({ frameworkId })
       if (frameworkId !== "" && !frameworks.has(frameworkId)) {
@@ -391,6 +421,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           rule: `framework ${frameworkId} is unknown to this cluster (torn down or never registered)`
         })
       }
+      const owned = frameworks.get(frameworkId)
+      const hijack = owned === undefined ? undefined : security.authorizeFramework(caller, "frameworkInfo.frameworkId", owned.info)
+      if (hijack !== undefined) return yield* hijack
       if (frameworkId === "") frameworkId = randomUUID()
       const roles = info.roles.length > 0 ? info.roles : ["*"]
       const stored: v1.FrameworkInfo = { ...info, frameworkId, roles }
@@ -510,6 +543,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       }
       const agentId = used[0]!.agentId
       const role = used[0]!.allocationRole
+      const denied = security.authorizeOperations(framework.info.principal, role, request.operations)
+      if (denied !== undefined) return yield* denied
       const offered = Resources.add([], used.flatMap((o) => o.resources))
       const agent = agents.get(agentId)
       const volumes = volumesOf(agentId)
@@ -573,7 +608,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         for (const status of statuses) operationStatuses.set(`${frameworkId}/${status.operationId}`, status)
         framework.subscriber?.send({ event: { $case: "updateOperationStatus", value: { statuses } } })
       }
-      const launches = plan.launches
+      const launches = plan.launches.map((info) => ({ ...info, data: info.data.slice() }))
       const staging: Array<v1.TaskStatus> = []
       for (const info of launches) {
         const status = masterStatus(info, v1.TaskState.STAGING, v1.TaskStatus_Reason.UNSPECIFIED, "", now)
@@ -686,6 +721,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const revive = (request: v1.ReviveRequest) =>
     Effect.gen(function*() {
       const framework = yield* session(request.session)
+      const limited = yield* security.limit("Revive", security.rateKey(yield* Security.Caller, framework.info.principal))
+      if (limited !== undefined) return yield* limited
       const problem = validRoles(framework, request.roles)
       if (problem !== undefined) return yield* problem
       allocator.revive(framework.info.frameworkId, request.roles)
@@ -853,7 +890,14 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         const state = report.latestStatus?.state ?? v1.TaskState.STAGING
         const before = tasks.get(key)
         const role = roleOf(report.task.resources)
-        tasks.set(key, { frameworkId: report.frameworkId, agentId, role, info: report.task, state, status: report.latestStatus })
+        tasks.set(key, {
+          frameworkId: report.frameworkId,
+          agentId,
+          role,
+          info: { ...report.task, data: report.task.data.slice() },
+          state,
+          status: report.latestStatus === undefined ? undefined : detach(report.latestStatus)
+        })
         if (!TaskStates.isTerminal(state)) allocator.track(report.frameworkId, agentId, role, report.task.resources)
         // A task the frameworks saw as UNREACHABLE is back: say so (the agent's own updates may
         // already have been acknowledged and will not come again).
@@ -1253,9 +1297,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     Effect.orElseSucceed(() => "")
   )
   const notLeader = Effect.flatMap(currentLeader, (leader) => Effect.fail(new NotLeader({ leader })))
-  /** Every call but the master's own info is for the leader only. */
-  const guard = <Req, A, E, R>(handler: (request: Req) => Effect.Effect<A, E, R>) => (request: Req) =>
-    leading ? handler(request) : notLeader
+  /** Every call but the master's own info is for the leader only; handlers learn who calls. */
+  const guard = <Req, A, E, R>(handler: (request: Req) => Effect.Effect<A, E, R>) =>
+  (request: Req, call: { readonly metadata: grpc.Metadata; getPeer(): string }) =>
+    leading ? Effect.provideService(handler(request), Security.Caller, security.caller(call.metadata, call.getPeer())) : notLeader
   const guardStream = <C extends grpc.ServerWritableStream<any, any> | grpc.ServerDuplexStream<any, any>>(handler: (call: C) => void) =>
   (call: C) => {
     if (leading) return handler(call)
@@ -1280,6 +1325,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           call.end()
         }
       }).pipe(
+        Effect.provideService(Security.Caller, security.caller(call.metadata, call.getPeer())),
         Effect.tap((s) => Effect.sync(() => (current = s))),
         Effect.catch((error) => Effect.sync(() => Grpc.failStream(call, error))),
         Effect.catchCause((cause) =>
@@ -1407,7 +1453,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       [v1.OperatorServiceService, operator]
     ],
     "master",
-    { maxMessageBytes: config.maxMessageBytes }
+    { maxMessageBytes: config.maxMessageBytes, credentials: security.serverCredentials, interceptors: security.interceptors }
   )
   masterInfo.endpoint = Grpc.endpoint(config.host, port)
   const httpEndpoint = config.httpPort === undefined
