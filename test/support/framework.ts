@@ -31,10 +31,12 @@ export const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
 export const open = (
   master: string,
   name = "test-framework",
-  framework: { readonly failoverTimeoutSeconds?: number; readonly frameworkId?: string; readonly roles?: ReadonlyArray<string> } = {}
+  framework: { readonly failoverTimeoutSeconds?: number; readonly frameworkId?: string; readonly roles?: ReadonlyArray<string> } = {},
+  /** More session options: credentials and TLS for a secured cluster. */
+  connection: Pick<SchedulerSession.Options, "credentials" | "tls"> = {}
 ): Effect.Effect<TestFramework, unknown, Scope.Scope> =>
   Effect.gen(function*() {
-    const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name, ...framework } }))
+    const context = yield* Layer.build(SchedulerSession.layer({ master, framework: { name, ...framework }, ...connection }))
     const session = Context.get(context, SchedulerSession.SchedulerSession)
     const offers = yield* Queue.unbounded<v1.Offer>()
     const rescinded = new Set<string>()

@@ -2,6 +2,12 @@
  * The Berth agent: offers a machine's resources to the master and runs tasks in sandboxes under
  * its work directory. Run it with `berth agent`, or in process with {@link start}.
  *
+ * Tasks outlive the agent: everything about them is checkpointed under `<work-dir>/meta` (the
+ * task, its process, every status update before it is sent, every acknowledgement), so an agent
+ * restarted on the same work dir, even after SIGKILL, re-attaches to the tasks still running,
+ * reports those that ended meanwhile with their exit status, resends what was not acknowledged in
+ * order, and re-registers under the same id. See docs/operations.md.
+ *
  * @example
  * ```ts
  * import { Agent } from "@berth/cluster-core"
@@ -30,16 +36,63 @@ export interface Options {
   readonly resources?: string | ReadonlyArray<v1.Resource>
   /** Attributes for placement: "rack:r1;zone:z1". */
   readonly attributes?: string | ReadonlyArray<v1.Attribute>
+  /**
+   * Seconds before an unacknowledged status update is sent again (default 10); each further
+   * retry of the same update waits twice as long, up to `statusUpdateRetryMaxSeconds`.
+   */
   readonly statusUpdateRetrySeconds?: number
+  /** The longest wait between two sends of an unacknowledged update (default 600: 10 minutes). */
+  readonly statusUpdateRetryMaxSeconds?: number
   /** Address and port of the agent's own API (default 127.0.0.1, port 0: a free one). */
   readonly host?: string
   readonly port?: number
+  /**
+   * What to do at start with the tasks the work dir's checkpoint holds (left by an agent that
+   * stopped or crashed): "reconnect" (default) re-attaches to those still running, reports those
+   * that ended meanwhile with their exit status and resends unacknowledged updates in order;
+   * "cleanup" kills them and starts without tasks (the master then reports them GONE). Either way
+   * the agent keeps its id, reservations and volumes.
+   */
+  readonly recover?: "reconnect" | "cleanup"
+  /**
+   * Seconds a finished run's sandbox (and checkpoint) is kept after its terminal update was
+   * acknowledged (default 604800: one week, Mesos' `--gc_delay`). Persistent volumes are never
+   * collected.
+   */
+  readonly gcDelaySeconds?: number
+  /**
+   * Whether closing the agent's scope kills its tasks: each gets SHUTDOWN (SIGTERM, then SIGKILL
+   * after its grace period) and its KILLED update is checkpointed. Without it they keep running,
+   * and the next agent on the same work dir re-attaches to them (Mesos' semantics: the agent does
+   * not own its tasks). Default true here, for agents embedded in a process (tests, tools);
+   * `berth agent` leaves its tasks running unless given `--kill-tasks-on-stop`.
+   */
+  readonly killTasksOnStop?: boolean
+  /** Milliseconds between polls of a re-attached task for its end (default 1000). */
+  readonly reattachPollMs?: number
 }
 
 /** Starts an agent that registers with the master and serves until the scope closes. */
 export const start = (options: Options): Effect.Effect<Handle, StartupError, Scope.Scope> =>
   Effect.gen(function*() {
     const workDir = path.resolve(options.workDir)
+    const invalid = (reason: string) => Effect.fail(new StartupError({ component: "agent", reason }))
+    const minSeconds = options.statusUpdateRetrySeconds ?? 10
+    const maxSeconds = options.statusUpdateRetryMaxSeconds ?? Math.max(600, minSeconds)
+    if (!(Number.isFinite(minSeconds) && minSeconds > 0)) {
+      return yield* invalid(`statusUpdateRetrySeconds: must be a number of seconds > 0 (got ${minSeconds})`)
+    }
+    if (!(Number.isFinite(maxSeconds) && maxSeconds >= minSeconds)) {
+      return yield* invalid(`statusUpdateRetryMaxSeconds: must be a number of seconds >= statusUpdateRetrySeconds (got ${maxSeconds})`)
+    }
+    const recover = options.recover ?? "reconnect"
+    if (recover !== "reconnect" && recover !== "cleanup") {
+      return yield* invalid(`recover: must be "reconnect" or "cleanup" (got "${String(recover)}")`)
+    }
+    const gcDelaySeconds = options.gcDelaySeconds ?? 7 * 24 * 3600
+    if (!(Number.isFinite(gcDelaySeconds) && gcDelaySeconds >= 0)) {
+      return yield* invalid(`gcDelaySeconds: must be a number of seconds >= 0 (got ${gcDelaySeconds})`)
+    }
     const parsed = yield* Effect.try({
       try: () => ({
         resources: Detect.resources(
@@ -56,9 +109,13 @@ export const start = (options: Options): Effect.Effect<Handle, StartupError, Sco
       hostname: options.hostname ?? os.hostname(),
       resources: parsed.resources,
       attributes: parsed.attributes,
-      statusUpdateRetrySeconds: options.statusUpdateRetrySeconds ?? 10,
+      statusUpdateBackoff: { minMs: minSeconds * 1000, maxMs: maxSeconds * 1000 },
       version: "0.1.0",
       host: options.host ?? "127.0.0.1",
-      port: options.port ?? 0
+      port: options.port ?? 0,
+      recover,
+      gcDelayMs: gcDelaySeconds * 1000,
+      killTasksOnStop: options.killTasksOnStop ?? true,
+      reattachPollMs: options.reattachPollMs ?? 1000
     })
   })

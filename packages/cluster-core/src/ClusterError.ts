@@ -72,4 +72,49 @@ export class NotLeader extends Schema.TaggedError<NotLeader>()("NotLeader", {
   }
 }
 
-export type RequestError = InvalidArgument | StaleSession | NotFound | Unimplemented | FrameworkRemoved | NotLeader
+/** The call carried no credentials where they are required, or credentials that are not valid. */
+export class Unauthenticated extends Schema.TaggedError<Unauthenticated>()("Unauthenticated", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return this.reason
+  }
+}
+
+/**
+ * The caller is authenticated (or named a principal) but may not do this. `field` is the request
+ * field that asked for it (`frameworkInfo.roles[1]`) or the call's name (`DrainAgent`), `rule`
+ * the rule it broke.
+ */
+export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("PermissionDenied", {
+  principal: Schema.String,
+  field: Schema.String,
+  rule: Schema.String
+}) {
+  override get message(): string {
+    return `${this.field}: ${this.rule}`
+  }
+}
+
+/** Too many calls of one kind from one principal (or address): retry after `retryAfterMs`. */
+export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+  call: Schema.String,
+  key: Schema.String,
+  limit: Schema.String,
+  retryAfterMs: Schema.Number
+}) {
+  override get message(): string {
+    return `${this.call}: rate limit of ${this.limit} for ${this.key} exceeded; retry in ${this.retryAfterMs} ms`
+  }
+}
+
+export type RequestError =
+  | InvalidArgument
+  | StaleSession
+  | NotFound
+  | Unimplemented
+  | FrameworkRemoved
+  | NotLeader
+  | Unauthenticated
+  | PermissionDenied
+  | RateLimited

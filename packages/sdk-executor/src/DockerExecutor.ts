@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import type { Duration, Effect } from "effect"
+import { type Duration, Effect } from "effect"
 import type { v1 } from "@berth/proto"
 import type { ExecutorSession } from "./ExecutorSession.ts"
 import * as engine from "./internal/dockerEngine.ts"
@@ -153,6 +153,42 @@ export const containerProblem: (container: v1.ContainerInfo) => Problem | undefi
 export const taskProblem: (info: v1.TaskInfo) => Problem | undefined = (info) => task.taskProblem(info)
 
 /**
+ * Lets the task's container outlive the executor (and the agent running it), so that a later
+ * executor can take it over with {@link RunOptions.recover}.
+ *
+ * @example
+ * ```ts
+ * import type { DockerExecutor } from "@berth/sdk-executor"
+ *
+ * const checkpoint: DockerExecutor.CheckpointOptions = { onInterrupt: "leave" }
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CheckpointOptions {
+  /**
+   * What interrupting `run` does to the running task's container: "leave" it running (the
+   * default with a checkpoint) or "kill" it (remove it, as without a checkpoint). Containers made
+   * for a launch that never got to run are removed either way; KILL and SHUTDOWN always stop.
+   */
+  readonly onInterrupt?: "kill" | "leave" | undefined
+}
+
+/**
+ * A task started by an earlier Docker executor, to take over instead of waiting for a launch. Its
+ * container is found by its labels (framework id, executor id and agent id of the session).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Recovered {
+  readonly task: v1.TaskInfo
+  /** Set when the task was being killed: the kill is finished and the task ends KILLED with this reason. */
+  readonly killReason?: v1.TaskStatus_Reason | undefined
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -176,6 +212,17 @@ export interface RunOptions {
   readonly init?: boolean | undefined
   /** The most the engine may take to create and start the container. Default 2 minutes. */
   readonly launchTimeout?: Duration.Input | undefined
+  /** Let the container outlive this executor (see {@link CheckpointOptions}). */
+  readonly checkpoint?: CheckpointOptions | undefined
+  /**
+   * Take over the container of a task an earlier executor started. Running: the executor
+   * re-attaches (no STARTING or RUNNING again; the container's output is appended to the sandbox
+   * files again from now on, what it wrote meanwhile is in `docker logs`), and KILL, SHUTDOWN and
+   * its exit work as usual. Ended meanwhile: its terminal status is reported at once from the
+   * container's exit status (or out-of-memory kill) and the container is removed. Gone: FAILED
+   * with REASON_EXECUTOR_TERMINATED.
+   */
+  readonly recover?: Recovered | undefined
 }
 
 /**
@@ -200,7 +247,9 @@ export interface RunOptions {
  * - shutdown, or the events ending, while the task runs: as a kill, with REASON_EXECUTOR_TERMINATED.
  *
  * Every container it creates is removed when its task ends, when `run` is interrupted and when
- * the executor shuts down: nothing outlives it.
+ * the executor shuts down: nothing outlives it, unless the task is checkpointed with
+ * `onInterrupt: "leave"` (the default with `checkpoint`), which leaves its container running for a
+ * later `recover`.
  *
  * @example
  * ```ts
@@ -241,3 +290,32 @@ export interface RunOptions {
  * @category running
  */
 export const run: (options: RunOptions) => Effect.Effect<void, never, ExecutorSession> = internal.run
+
+/**
+ * Removes every container (running or not) that the Docker executor made for one executor of a
+ * framework, found by their labels; for an agent that starts clean instead of re-attaching
+ * (`berth agent --recover=cleanup`).
+ *
+ * @example
+ * ```ts
+ * import { DockerExecutor } from "@berth/sdk-executor"
+ *
+ * const cleanup = DockerExecutor.removeContainers({ frameworkId: "f1", executorId: "web-1" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category containers
+ */
+export const removeContainers = (
+  of: { readonly frameworkId: string; readonly executorId: string; readonly agentId?: string | undefined },
+  docker?: Connection
+): Effect.Effect<void, DockerEngineError> =>
+  Effect.gen(function*() {
+    const connected = yield* engine.connect(docker)
+    const ids = yield* connected.list({
+      [task.labelKeys.frameworkId]: of.frameworkId,
+      [task.labelKeys.executorId]: of.executorId,
+      ...(of.agentId === undefined ? {} : { [task.labelKeys.agentId]: of.agentId })
+    })
+    yield* Effect.forEach(ids, (id) => connected.remove(id), { discard: true })
+  })

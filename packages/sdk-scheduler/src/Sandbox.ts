@@ -15,6 +15,8 @@
 import * as grpc from "@grpc/grpc-js"
 import { v1 } from "@berth/proto"
 import { Effect, Schema } from "effect"
+import type { Credentials, Tls } from "./SchedulerSession.ts"
+import * as Transport from "./internal/transport.ts"
 
 /** A sandbox file could not be read: the agent is unknown, the file missing, or the call failed. */
 export class SandboxError extends Schema.TaggedError<SandboxError>()("SandboxError", {
@@ -38,6 +40,13 @@ export interface ReadFileOptions {
   /** Read at most this many bytes from `offset` (0, the default, reads to the end, up to 4 MB). */
   readonly offset?: number
   readonly length?: number
+  /**
+   * For a master that authenticates operator calls: an operator principal with at least read
+   * access (GetAgents), and TLS to the master. The agent's own API is reached in plaintext until
+   * agents serve TLS.
+   */
+  readonly credentials?: Credentials | undefined
+  readonly tls?: Tls | undefined
 }
 
 const withClient = <C extends grpc.Client, A>(
@@ -47,9 +56,18 @@ const withClient = <C extends grpc.Client, A>(
   Effect.acquireUseRelease(Effect.sync(make), use, (client) => Effect.sync(() => client.close()))
 
 /** Where an agent's own API listens, from the master's operator API. */
-export const agentEndpoint = (master: string, agentId: string): Effect.Effect<string, SandboxError> =>
-  withClient(
-    () => new v1.OperatorServiceClient(master, grpc.credentials.createInsecure()),
+export const agentEndpoint = (
+  master: string,
+  agentId: string,
+  security: { readonly credentials?: Credentials | undefined; readonly tls?: Tls | undefined } = {}
+): Effect.Effect<string, SandboxError> =>
+  Effect.suspend(() => {
+    const transport = Transport.make(security.tls, security.credentials)
+    return "channel" in transport
+      ? Effect.succeed(transport)
+      : Effect.fail(new SandboxError({ path: transport[0], reason: transport[1] }))
+  }).pipe(Effect.flatMap((transport) => withClient(
+    () => new v1.OperatorServiceClient(master, transport.channel(), transport.options),
     (client) =>
       Effect.callback<string, SandboxError>((resume) => {
         client.getAgents({}, (error, response) => {
@@ -62,12 +80,12 @@ export const agentEndpoint = (master: string, agentId: string): Effect.Effect<st
           )
         })
       })
-  )
+  )))
 
 /** Reads one sandbox file of the latest run of an executor. */
 export const readFile = (options: ReadFileOptions): Effect.Effect<Uint8Array, SandboxError> =>
   Effect.gen(function*() {
-    const endpoint = yield* agentEndpoint(options.master, options.agentId)
+    const endpoint = yield* agentEndpoint(options.master, options.agentId, options)
     const file = `frameworks/${options.frameworkId}/executors/${options.executorId}/runs/latest/${options.file ?? "stdout"}`
     return yield* withClient(
       () => new v1.AgentOperatorServiceClient(endpoint, grpc.credentials.createInsecure()),

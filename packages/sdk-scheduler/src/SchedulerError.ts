@@ -88,6 +88,59 @@ export class FrameworkRemoved extends Schema.TaggedError<FrameworkRemoved>()("Fr
 }) {}
 
 /**
+ * The master refused the call's credentials (`UNAUTHENTICATED`): none were sent where the master
+ * requires them, or they are wrong (unknown principal, wrong secret, unknown token). The session
+ * stops: retrying with the same credentials cannot help.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class Unauthenticated extends Schema.TaggedError<Unauthenticated>()("Unauthenticated", {
+  call: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * The caller's principal may not do this (`PERMISSION_DENIED` with the trailer
+ * `berth-reason: unauthorized`): a role its principal is not authorised for
+ * (`field` = `frameworkInfo.roles[1]`), a reservation for a foreign role, another principal's
+ * framework. Nothing changed. The session stops when Subscribe is refused.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { SchedulerSession } from "@berth/sdk-scheduler"
+ *
+ * const program = SchedulerSession.SchedulerSession.use((s) => Stream.runDrain(s.events)).pipe(
+ *   Effect.catchTag("PermissionDenied", (e) => Effect.logError(`not authorised: ${e.field}: ${e.rule}`))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PermissionDenied extends Schema.TaggedError<PermissionDenied>()("PermissionDenied", {
+  call: Schema.String,
+  field: Schema.String,
+  rule: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * Too many calls (`RESOURCE_EXHAUSTED` with `berth-retry-after-ms`): the master rate-limits
+ * Subscribe and Revive per principal. Retry after `retryAfterMs`; the session waits at least that
+ * long before it re-subscribes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+  call: Schema.String,
+  retryAfterMs: Schema.Number,
+  message: Schema.String
+}) {}
+
+/**
  * No master could be reached or none answered in time (`UNAVAILABLE` without a leader,
  * `DEADLINE_EXCEEDED`, connection failures, no SUBSCRIBED within the call timeout). Transient:
  * retrying later may succeed.
@@ -131,7 +184,16 @@ export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("Invali
  * @since 0.1.0
  * @category errors
  */
-export type SchedulerError = InvalidArgument | NotLeader | SessionLost | FrameworkRemoved | Unavailable | CallFailed
+export type SchedulerError =
+  | InvalidArgument
+  | NotLeader
+  | SessionLost
+  | FrameworkRemoved
+  | Unavailable
+  | CallFailed
+  | Unauthenticated
+  | PermissionDenied
+  | RateLimited
 
 /**
  * Trailers the master sets next to the status, so the client does not parse messages.
@@ -144,8 +206,15 @@ export const Trailers = {
   leader: "berth-leader",
   /** The offending field path, on `INVALID_ARGUMENT`. */
   field: "berth-field",
-  /** The rule the field broke, on `INVALID_ARGUMENT`. */
-  rule: "berth-rule"
+  /** The rule the field broke, on `INVALID_ARGUMENT` and `PERMISSION_DENIED`. */
+  rule: "berth-rule",
+  /**
+   * Why, where one status means several things: `unauthorized` or `framework-removed` on
+   * `PERMISSION_DENIED`, `rate-limited` on `RESOURCE_EXHAUSTED`, `unauthenticated`.
+   */
+  reason: "berth-reason",
+  /** Milliseconds to wait before retrying, on a rate-limited `RESOURCE_EXHAUSTED`. */
+  retryAfterMs: "berth-retry-after-ms"
 } as const
 
 const statusNames: ReadonlyMap<number, string> = new Map(
@@ -207,8 +276,23 @@ export const fromGrpc = (error: unknown, call: string, frameworkId = ""): Schedu
     case GrpcStatus.FAILED_PRECONDITION:
     case GrpcStatus.NOT_FOUND:
       return new SessionLost({ call, message: details })
-    case GrpcStatus.PERMISSION_DENIED:
-      return new FrameworkRemoved({ frameworkId, message: details })
+    case GrpcStatus.PERMISSION_DENIED: {
+      // Without the trailer (an older master) PERMISSION_DENIED only ever meant a removed framework.
+      if (trailer(error.metadata, Trailers.reason) !== "unauthorized") return new FrameworkRemoved({ frameworkId, message: details })
+      const separator = details.indexOf(": ")
+      const field = trailer(error.metadata, Trailers.field) ?? (separator < 0 ? "" : details.slice(0, separator))
+      const rule = trailer(error.metadata, Trailers.rule) ?? (separator < 0 ? details : details.slice(separator + 2))
+      return new PermissionDenied({ call, field, rule, message: details })
+    }
+    case GrpcStatus.UNAUTHENTICATED:
+      return new Unauthenticated({ call, message: details })
+    case GrpcStatus.RESOURCE_EXHAUSTED: {
+      const retryAfter = Number(trailer(error.metadata, Trailers.retryAfterMs))
+      if (trailer(error.metadata, Trailers.reason) === "rate-limited" && Number.isFinite(retryAfter) && retryAfter >= 0) {
+        return new RateLimited({ call, retryAfterMs: retryAfter, message: details })
+      }
+      return new CallFailed({ call, code: "RESOURCE_EXHAUSTED", message: details })
+    }
     default:
       return new CallFailed({ call, code: statusNames.get(error.code) ?? String(error.code), message: details })
   }

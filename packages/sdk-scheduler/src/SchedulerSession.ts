@@ -60,6 +60,41 @@ export interface Options {
    * disconnected, and the wait for SUBSCRIBED after opening the stream. Default 30 seconds.
    */
   readonly callTimeout?: Duration.Input | undefined
+  /**
+   * Who the framework is to a master that authenticates: a principal and its secret (sent as
+   * `authorization: Basic ...`) or a bearer token, on every call. With a principal,
+   * `framework.principal` defaults to it (and must equal it when given). Use TLS: on a
+   * plaintext channel the secret travels in the clear.
+   */
+  readonly credentials?: Credentials | undefined
+  /**
+   * Speaks TLS to the master. Each value is a PEM file path or PEM text: `ca` the authority that
+   * signed the master's certificate (default: the system's roots), `cert` and `key` a client
+   * certificate for a master that requires mutual TLS.
+   */
+  readonly tls?: Tls | undefined
+}
+
+/**
+ * A principal and its secret, or a bearer token.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Credentials =
+  | { readonly principal: string; readonly secret: string }
+  | { readonly token: string }
+
+/**
+ * TLS settings: PEM file paths or PEM text.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Tls {
+  readonly ca?: string | undefined
+  readonly cert?: string | undefined
+  readonly key?: string | undefined
 }
 
 /**
@@ -94,7 +129,9 @@ export interface Service {
    * re-subscription: offers received before it are void, and it is the moment to reconcile.
    * HEARTBEATs are included. An ERROR event is not emitted: it fails the stream with
    * `FrameworkRemoved`. The stream also fails when re-subscribing is hopeless (`InvalidArgument`
-   * for a refused framework info, or the last error once `reconnect` gives up) and ends after
+   * for a refused framework info, `Unauthenticated` for refused credentials, `PermissionDenied`
+   * for a principal not authorised for its roles, or the last error once `reconnect` gives up;
+   * `RateLimited` only delays the next attempt) and ends after
    * `teardown` or when the layer's scope closes.
    *
    * Single consumer: the events sit in one unbounded queue, so two consumers would each see a

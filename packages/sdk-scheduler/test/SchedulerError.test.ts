@@ -51,6 +51,45 @@ describe("SchedulerError.fromGrpc", () => {
     })
   })
 
+  it("PERMISSION_DENIED is PermissionDenied with berth-reason unauthorized, FrameworkRemoved otherwise", () => {
+    const denied = SchedulerError.fromGrpc(
+      serviceError(status.PERMISSION_DENIED, "frameworkInfo.roles[1]: principal \"a\" may not subscribe with role \"db\"", {
+        "berth-reason": "unauthorized",
+        "berth-field": "frameworkInfo.roles[1]",
+        "berth-rule": "principal \"a\" may not subscribe with role \"db\""
+      }),
+      "Subscribe",
+      "fw-1"
+    )
+    expect(denied).toMatchObject({
+      _tag: "PermissionDenied",
+      call: "Subscribe",
+      field: "frameworkInfo.roles[1]",
+      rule: "principal \"a\" may not subscribe with role \"db\""
+    })
+    expect(
+      SchedulerError.fromGrpc(serviceError(status.PERMISSION_DENIED, "gone", { "berth-reason": "framework-removed" }), "Subscribe", "fw-1")
+    ).toMatchObject({ _tag: "FrameworkRemoved", frameworkId: "fw-1", message: "gone" })
+  })
+
+  it("UNAUTHENTICATED is Unauthenticated; a rate-limited RESOURCE_EXHAUSTED is RateLimited with the hint", () => {
+    expect(SchedulerError.fromGrpc(serviceError(status.UNAUTHENTICATED, "invalid credentials"), "Accept")).toMatchObject({
+      _tag: "Unauthenticated",
+      call: "Accept",
+      message: "invalid credentials"
+    })
+    expect(
+      SchedulerError.fromGrpc(
+        serviceError(status.RESOURCE_EXHAUSTED, "slow down", { "berth-reason": "rate-limited", "berth-retry-after-ms": "750" }),
+        "Revive"
+      )
+    ).toMatchObject({ _tag: "RateLimited", call: "Revive", retryAfterMs: 750 })
+    expect(SchedulerError.fromGrpc(serviceError(status.RESOURCE_EXHAUSTED, "too big"), "Accept")).toMatchObject({
+      _tag: "CallFailed",
+      code: "RESOURCE_EXHAUSTED"
+    })
+  })
+
   it("maps the remaining statuses", () => {
     const map = (code: status) => SchedulerError.fromGrpc(serviceError(code, "why"), "Revive", "fw-9")
     expect(map(status.DEADLINE_EXCEEDED)).toMatchObject({ _tag: "Unavailable", call: "Revive" })

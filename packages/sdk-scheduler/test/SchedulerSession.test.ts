@@ -470,7 +470,13 @@ describe("SchedulerSession", () => {
     [{ master: "127.0.0.1:5050", framework: { name: "x", roles: ["a/../b"] } }, "framework.roles[0]"],
     [{ master: "127.0.0.1:5050", framework: { name: "x", failoverTimeoutSeconds: -1 } }, "framework.failoverTimeoutSeconds"],
     [{ master: "127.0.0.1:5050", framework, heartbeatMissLimit: 0 }, "heartbeatMissLimit"],
-    [{ master: "127.0.0.1:5050", framework, callTimeout: Duration.zero }, "callTimeout"]
+    [{ master: "127.0.0.1:5050", framework, callTimeout: Duration.zero }, "callTimeout"],
+    [{ master: "127.0.0.1:5050", framework, credentials: { principal: "a:b", secret: "s" } }, "credentials.principal"],
+    [{ master: "127.0.0.1:5050", framework, credentials: { principal: "a", secret: "" } }, "credentials.secret"],
+    [{ master: "127.0.0.1:5050", framework, credentials: { token: "two words" } }, "credentials.token"],
+    [{ master: "127.0.0.1:5050", framework: { name: "x", principal: "b" }, credentials: { principal: "a", secret: "s" } }, "framework.principal"],
+    [{ master: "127.0.0.1:5050", framework, tls: { cert: "-----BEGIN CERTIFICATE-----" } }, "tls.key"],
+    [{ master: "127.0.0.1:5050", framework, tls: { ca: "/no/such/ca.pem" } }, "tls.ca"]
   ] as const)("refuses bad options, naming the field: %j", ([options, field]) =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(open(options as SchedulerSession.Options))

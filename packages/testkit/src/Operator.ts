@@ -9,15 +9,20 @@
  * ```
  */
 import * as grpc from "@grpc/grpc-js"
+import { Security } from "@berth/cluster-core"
 import { v1 } from "@berth/proto"
 import { Cause, Effect, Queue, Schema, Scope, Stream } from "effect"
 
-/** A failed operator call, with the gRPC status name and, for bad requests, the field and rule. */
+/**
+ * A failed operator call, with the gRPC status name and, for bad or refused requests, the field
+ * and rule, and the `berth-reason` trailer (`unauthorized`, `unauthenticated`, ...).
+ */
 export class OperatorError extends Schema.TaggedError<OperatorError>()("OperatorError", {
   call: Schema.String,
   code: Schema.String,
   field: Schema.String,
   rule: Schema.String,
+  reason: Schema.String,
   message: Schema.String
 }) {}
 
@@ -27,8 +32,17 @@ const fromGrpc = (call: string, error: grpc.ServiceError) =>
     code: grpc.status[error.code] ?? String(error.code),
     field: String(error.metadata?.get("berth-field")[0] ?? ""),
     rule: String(error.metadata?.get("berth-rule")[0] ?? ""),
+    reason: String(error.metadata?.get("berth-reason")[0] ?? ""),
     message: error.details || error.message
   })
+
+/** How the client reaches a secured master. */
+export interface Options {
+  /** A principal and its secret, or a bearer token, sent with every call. */
+  readonly credentials?: Security.ClientCredentials | undefined
+  /** TLS: the CA (and a client certificate for mutual TLS), PEM file paths or PEM text. */
+  readonly tls?: Security.ClientTls | undefined
+}
 
 export interface Operator {
   readonly state: Effect.Effect<v1.GetStateResponse, OperatorError>
@@ -53,11 +67,16 @@ const call = <Req, Res>(name: string, invoke: Unary<Req, Res>, request: Req) =>
     invoke(request, (error, response) => resume(error === null ? Effect.succeed(response) : Effect.fail(fromGrpc(name, error))))
   })
 
-/** Connects to a master's operator API; the channel closes with the scope. */
-export const make = (endpoint: string): Effect.Effect<Operator, never, Scope.Scope> =>
+/**
+ * Connects to a master's operator API; the channel closes with the scope. Unreadable TLS files
+ * are a defect (the test's own setup is wrong).
+ */
+export const make = (endpoint: string, options: Options = {}): Effect.Effect<Operator, never, Scope.Scope> =>
   Effect.gen(function*() {
     const client = yield* Effect.acquireRelease(
-      Effect.sync(() => new v1.OperatorServiceClient(endpoint, grpc.credentials.createInsecure())),
+      Effect.sync(() =>
+        new v1.OperatorServiceClient(endpoint, Security.channelCredentials(options.tls), Security.clientOptions(options.credentials))
+      ),
       (c) => Effect.sync(() => c.close())
     )
     const unary = <Req, Res>(name: string, invoke: Unary<Req, Res>) => (request: Req) =>

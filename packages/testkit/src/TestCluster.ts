@@ -17,13 +17,15 @@
  * await using cluster = await TestCluster.start({ agents: 3 })
  * ```
  */
-import { Agent, ClusterError, Master } from "@berth/cluster-core"
+import { Agent, ClusterError, Master, type Security } from "@berth/cluster-core"
 import { type v1 } from "@berth/proto"
 import { StateStore } from "@berth/storage"
 import { Effect, Exit, Layer, type LogLevel, References, Schedule, Scope } from "effect"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Certificates from "./Certificates.ts"
 import { TimeoutError } from "./TestClusterError.ts"
 import * as Operator from "./Operator.ts"
 
@@ -40,6 +42,41 @@ export interface Options {
   readonly statusUpdateRetrySeconds?: number
   /** The cluster's own log level (default "Warn", so test output shows what matters). */
   readonly logLevel?: LogLevel.LogLevel
+  /**
+   * TLS on the master's gRPC port, with a throwaway CA made by `openssl` for the test: `true`
+   * (server certificate) or `"mutual"` (clients must present a certificate the CA signed).
+   * Clients find what they need in `cluster.security.tls`.
+   */
+  readonly tls?: boolean | "mutual"
+  /**
+   * Authentication on the master. The cluster writes a credentials file with the principals
+   * `framework`, `operator` and `agent` (random secrets, in `cluster.security.credentials`) plus
+   * `principals`. `true` or `{}`: everyone must authenticate; a key set to false turns one kind
+   * off, as in the master's config (`{ agents: false }`).
+   */
+  readonly authentication?: boolean | Partial<Security.Authentication>
+  /** More principals for the credentials file. */
+  readonly principals?: Security.CredentialsFile["credentials"]
+  /** The master's ACLs (roles per framework principal, operator principals). */
+  readonly acls?: Security.AclsFile
+}
+
+/** What a client needs to reach a secured test cluster. */
+export interface ClusterSecurity {
+  /** TLS settings for clients (`tls` of `SchedulerSession.layer` and `Operator.make`); undefined without TLS. */
+  readonly tls: Security.ClientTls | undefined
+  /** The generated principals' credentials (undefined without authentication). */
+  readonly credentials:
+    | {
+      readonly framework: { readonly principal: string; readonly secret: string }
+      readonly operator: { readonly principal: string; readonly secret: string }
+      readonly agent: { readonly principal: string; readonly secret: string }
+    }
+    | undefined
+  /** The generated certificate files (undefined without TLS). */
+  readonly certificates: Certificates.Certificates | undefined
+  /** The credentials file the master runs with. */
+  readonly credentialsFile: string | undefined
 }
 
 export interface ClusterAgent {
@@ -58,7 +95,9 @@ export interface TestCluster {
   readonly agents: ReadonlyArray<ClusterAgent>
   /** The temp directory holding every agent's work dir (removed when the cluster stops). */
   readonly workDir: string
+  /** The operator API, with the `operator` principal's credentials and the cluster's TLS. */
   readonly operator: Operator.Operator
+  readonly security: ClusterSecurity
   /** Polls the master's state until `condition` holds (default timeout 30 s). */
   readonly waitFor: (
     description: string,
@@ -70,18 +109,34 @@ export interface TestCluster {
 /** Starts a cluster that lives as long as the enclosing scope. */
 export const make = (
   options: Options = {}
-): Effect.Effect<TestCluster, ClusterError.StartupError | TimeoutError, Scope.Scope> =>
+): Effect.Effect<TestCluster, ClusterError.StartupError | TimeoutError | Certificates.CertificateError, Scope.Scope> =>
   Effect.gen(function*() {
     const workDir = yield* Effect.acquireRelease(
       Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "berth-cluster-"))),
-      (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
+      (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }))
     )
     const scope = yield* Scope.Scope
     const storeContext = yield* Layer.build(StateStore.layerMemory)
     const quiet = Effect.provideService(References.MinimumLogLevel, options.logLevel ?? "Warn")
-    const master = yield* Master.start({ port: 0, ...options.master }).pipe(Effect.provide(storeContext), quiet)
-    const operator = yield* Operator.make(master.endpoint)
     const count = options.agents ?? 3
+    const security = yield* secure(workDir, options)
+    if (count > 0 && (security.certificates !== undefined || security.authentication?.agents === true)) {
+      // TODO(agent TLS/credentials): pass security.tls, security.certificates.client and
+      // security.credentials.agent to Agent.start once it takes them, and drop this check.
+      return yield* new ClusterError.StartupError({
+        component: "testkit",
+        reason: "agents cannot speak TLS or authenticate to the master yet: use agents: 0 with tls, " +
+          "or authentication: { agents: false } without tls"
+      })
+    }
+    const master = yield* Master.start({ port: 0, ...options.master, ...security.master }).pipe(
+      Effect.provide(storeContext),
+      quiet
+    )
+    const operator = yield* Operator.make(master.endpoint, {
+      tls: security.client.tls,
+      credentials: security.client.credentials?.operator
+    })
     const agents: Array<ClusterAgent> = []
     for (let index = 0; index < count; index++) {
       const agentWorkDir = path.join(workDir, `agent-${index + 1}`)
@@ -111,7 +166,70 @@ export const make = (
         })
       )
     }
-    return { master: master.endpoint, masterHttp: master.httpEndpoint, agents, workDir, operator, waitFor }
+    return { master: master.endpoint, masterHttp: master.httpEndpoint, agents, workDir, operator, security: security.client, waitFor }
+  })
+
+const secret = () => randomBytes(18).toString("base64url")
+
+/** Certificates and the credentials file for the options' TLS and authentication. */
+const secure = (workDir: string, options: Options) =>
+  Effect.gen(function*() {
+    const dir = path.join(workDir, "security")
+    const certificates = options.tls === undefined || options.tls === false
+      ? undefined
+      : yield* Certificates.generate(path.join(dir, "tls"))
+    const authentication = options.authentication === undefined
+      ? undefined
+      : options.authentication === true
+      ? { frameworks: true, operators: true, agents: true }
+      : options.authentication === false
+      ? { frameworks: false, operators: false, agents: false }
+      : {
+        frameworks: options.authentication.frameworks ?? true,
+        operators: options.authentication.operators ?? true,
+        agents: options.authentication.agents ?? true
+      }
+    const credentials = authentication === undefined && options.principals === undefined
+      ? undefined
+      : {
+        framework: { principal: "framework", secret: secret() },
+        operator: { principal: "operator", secret: secret() },
+        agent: { principal: "agent", secret: secret() }
+      }
+    let credentialsFile: string | undefined
+    if (credentials !== undefined) {
+      credentialsFile = path.join(dir, "credentials.json")
+      const file: Security.CredentialsFile = {
+        credentials: [
+          { ...credentials.framework, kind: "framework" },
+          { ...credentials.operator, kind: "operator" },
+          { ...credentials.agent, kind: "agent" },
+          ...(options.principals ?? [])
+        ]
+      }
+      yield* Effect.promise(async () => {
+        await fs.mkdir(dir, { recursive: true })
+        await fs.writeFile(credentialsFile!, JSON.stringify(file, null, 2), { mode: 0o600 })
+      })
+    }
+    const mutual = options.tls === "mutual"
+    const master: Partial<Master.Config> = {
+      ...(certificates === undefined ? {} : {
+        tls: { certFile: certificates.server.cert, keyFile: certificates.server.key, ...(mutual ? { caFile: certificates.ca } : {}) }
+      }),
+      ...(credentialsFile === undefined ? {} : { credentials: credentialsFile }),
+      ...(authentication === undefined ? {} : { authentication }),
+      ...(options.acls === undefined ? {} : { acls: options.acls })
+    }
+    const client: ClusterSecurity = {
+      tls: certificates === undefined
+        ? undefined
+        : { ca: certificates.ca, ...(mutual ? { cert: certificates.client.cert, key: certificates.client.key } : {}) },
+      credentials,
+      certificates,
+      credentialsFile
+    }
+    return { master, client, authentication, certificates }
   })
 
 /** A cluster for Promise users: stop it with `await cluster.stop()` or `await using`. */

@@ -3,6 +3,7 @@
  *
  * @packageDocumentation
  */
+export * as Certificates from "./Certificates.ts"
 export * as Operator from "./Operator.ts"
 export * as TestCluster from "./TestCluster.ts"
 export * as TestClusterError from "./TestClusterError.ts"

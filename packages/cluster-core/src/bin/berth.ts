@@ -24,7 +24,18 @@ const masterFlags = {
   "agent-ping-interval": { kind: "seconds", description: "Seconds between agent pings", default: "5" },
   "agent-ping-misses": { kind: "count", description: "Missed pings before an agent is unreachable", default: "5" },
   "leader-lease": { kind: "seconds", description: "Seconds a leader's lease lasts without renewal (HA)", default: "5" },
-  "http-port": { kind: "port", description: "Port for Prometheus /metrics and /health (off when not given)", default: "" }
+  "http-port": { kind: "port", description: "Port for Prometheus /metrics and /health (off when not given)", default: "" },
+  "tls-cert": { kind: "file", description: "PEM certificate (chain) to serve gRPC over TLS (plaintext when not given)", default: "" },
+  "tls-key": { kind: "file", description: "PEM private key of --tls-cert", default: "" },
+  "tls-ca": { kind: "file", description: "PEM CA bundle: mutual TLS, clients must present a certificate it signed", default: "" },
+  credentials: { kind: "file", description: "JSON file of principals (framework, agent, operator) with secrets or tokens", default: "" },
+  authenticate: {
+    kind: "authenticate",
+    description: 'Who must authenticate: frameworks,operators,agents (the default with --credentials) or "none"',
+    default: ""
+  },
+  acls: { kind: "file", description: "JSON file: roles per framework principal, operator principals", default: "" },
+  "subscribe-rate": { kind: "rate", description: 'Subscribe and Revive calls per principal, e.g. "2/s,burst=10" (off when not given)', default: "" }
 } satisfies Record<string, Flags.FlagSpec>
 
 const agentFlags = {
@@ -34,7 +45,12 @@ const agentFlags = {
   attributes: { kind: "attributes", description: 'Attributes, e.g. "rack:r1;zone:z1"', default: "" },
   hostname: { kind: "string", description: "Hostname reported to the master", default: os.hostname() },
   host: { kind: "string", description: "Address of the agent's own API (sandbox files)", default: "127.0.0.1" },
-  port: { kind: "port", description: "Port of the agent's own API (0 picks a free one)", default: "0" }
+  port: { kind: "port", description: "Port of the agent's own API (0 picks a free one)", default: "0" },
+  recover: { kind: "string", description: "Tasks left by a previous agent: reconnect (re-attach) or cleanup (kill them)", default: "reconnect" },
+  "gc-delay": { kind: "seconds", description: "Seconds a finished task's sandbox is kept once its last update is acknowledged", default: "604800" },
+  "status-update-retry-min": { kind: "seconds", description: "Seconds before an unacknowledged status update is resent (doubling)", default: "10" },
+  "status-update-retry-max": { kind: "seconds", description: "Most seconds between resends of an unacknowledged status update", default: "600" },
+  "kill-tasks-on-stop": { kind: "boolean", description: "Kill the tasks when the agent stops (else they keep running for the next agent)", default: "" }
 } satisfies Record<string, Flags.FlagSpec>
 
 const devFlags = {
@@ -52,9 +68,21 @@ const stateFlags = {
   dump: { kind: "boolean", description: "Print values too, not only keys", default: "" }
 } satisfies Record<string, Flags.FlagSpec>
 
+const simulateFlags = {
+  masters: { kind: "string", description: "Masters to try, comma-separated host:port (a standby leads agents to the leader)" },
+  agents: { kind: "string", description: "Number of simulated agents (1..100000)", default: "100" },
+  resources: { kind: "resources", description: "Resources of every simulated agent", default: "cpus:32;mem:65536;disk:65536;ports:[31000-32000]" },
+  "task-seconds": { kind: "seconds", description: "Tasks finish after this long (default: they run until killed)", default: "" },
+  "hostname-prefix": { kind: "string", description: "Agents are named <prefix>-<i>", default: "sim" }
+} satisfies Record<string, Flags.FlagSpec>
+
 const commands = {
   master: { summary: "Run a master: admits agents, offers their resources to frameworks.", flags: masterFlags },
   agent: { summary: "Run an agent: offers this machine's resources and runs tasks.", flags: agentFlags },
+  simulate: {
+    summary: "Run many simulated agents (real protocol, no task processes) to scale-test a master or a framework.",
+    flags: simulateFlags
+  },
   dev: { summary: "Run a local cluster: one master and N agents as child processes.", flags: devFlags },
   state: { summary: "Print the keys (and values) of a state store as JSON.", flags: stateFlags }
 } as const
@@ -94,13 +122,65 @@ if (flags.help) {
   process.exit(0)
 }
 
+/** The master's security settings from its flags, every file read and checked: a bad one exits 2. */
+const masterSecurity = async () => {
+  const fail = (flag: string, rule: string): never => {
+    process.stderr.write(`berth master: --${flag}: ${rule}\n`)
+    process.exit(2)
+  }
+  if ((flags["tls-cert"] === "") !== (flags["tls-key"] === "")) {
+    fail(flags["tls-cert"] === "" ? "tls-cert" : "tls-key", `is required with --${flags["tls-cert"] === "" ? "tls-key" : "tls-cert"}`)
+  }
+  if (flags["tls-ca"] !== "" && flags["tls-cert"] === "") fail("tls-ca", "needs --tls-cert and --tls-key (mutual TLS is TLS plus client certificates)")
+  if (flags.authenticate !== "" && flags.authenticate !== "none" && flags.credentials === "") fail("authenticate", "needs --credentials")
+  const Security = await import("../internal/security.ts")
+  const kinds = new Set((flags.authenticate ?? "").split(",").map((k) => k.trim()))
+  const config = {
+    ...(flags["tls-cert"] === ""
+      ? {}
+      : { tls: { certFile: flags["tls-cert"]!, keyFile: flags["tls-key"]!, ...(flags["tls-ca"] === "" ? {} : { caFile: flags["tls-ca"]! }) } }),
+    ...(flags.credentials === "" ? {} : { credentials: flags.credentials! }),
+    ...(flags.acls === "" ? {} : { acls: flags.acls! }),
+    ...(flags.authenticate === ""
+      ? {}
+      : { authentication: { frameworks: kinds.has("frameworks"), operators: kinds.has("operators"), agents: kinds.has("agents") } }),
+    ...(flags["subscribe-rate"] === "" ? {} : {
+      subscribeRate: (() => {
+        const rate = Security.parseRate(flags["subscribe-rate"]!)
+        return rate._tag === "Success" ? rate.success : fail("subscribe-rate", rate.failure)
+      })()
+    })
+  }
+  const loaded = Security.load(config, Date.now())
+  if (loaded._tag === "Failure") {
+    const problem = loaded.failure
+    const flag = problem.startsWith("tls.certFile")
+      ? "tls-cert"
+      : problem.startsWith("tls.keyFile")
+      ? "tls-key"
+      : problem.startsWith("tls.caFile")
+      ? "tls-ca"
+      : problem.startsWith("ACL file")
+      ? "acls"
+      : problem.startsWith("authentication.")
+      ? "authenticate"
+      : problem.startsWith("subscribeRate")
+      ? "subscribe-rate"
+      : "credentials"
+    fail(flag, problem.replace(/^(credentials file|ACL file|tls\.\w+) |^authentication\.\w+: /, ""))
+  }
+  return config
+}
+
 // The daemons' modules (Effect, gRPC, storage) load only once the flags are known to be good, so
 // a mistyped flag is answered at once.
+const security = command === "master" ? await masterSecurity() : {}
 const { NodeRuntime } = await import("@effect/platform-node")
 const { StateStore } = await import("@berth/storage")
 const { Cause, Effect, Exit, Layer, Logger } = await import("effect")
 const Agent = await import("../Agent.ts")
 const Master = await import("../Master.ts")
+const Simulator = await import("../Simulator.ts")
 const Dev = await import("../internal/cli/dev.ts")
 const State = await import("../internal/cli/state.ts")
 
@@ -117,14 +197,43 @@ const program = (() => {
           agentPingSeconds: Number(flags["agent-ping-interval"]),
           agentPingMisses: Number(flags["agent-ping-misses"]),
           leaderLeaseSeconds: Number(flags["leader-lease"]),
-          ...(flags["http-port"] === "" ? {} : { httpPort: Number(flags["http-port"]) })
+          ...(flags["http-port"] === "" ? {} : { httpPort: Number(flags["http-port"]) }),
+          ...security
         })
         process.stdout.write(`berth master listening on ${master.endpoint}\n`)
         if (master.httpEndpoint !== undefined) process.stdout.write(`berth master metrics on http://${master.httpEndpoint}/metrics\n`)
         return yield* Effect.never
       }).pipe(Effect.provide(Layer.fresh(StateStore.layerFromUrl(flags.state!))))
+    case "simulate":
+      return Effect.gen(function*() {
+        const agents = Number(flags.agents)
+        const masters = flags.masters!.split(",").map((m) => m.trim()).filter((m) => m !== "")
+        if (!Number.isInteger(agents) || agents < 1 || agents > 100_000) {
+          process.stderr.write(`berth simulate: --agents: must be an integer in 1..100000 (got "${flags.agents}")\n`)
+          process.exit(2)
+        }
+        const simulator = yield* Simulator.start({
+          masters,
+          agents,
+          resources: flags.resources!,
+          hostnamePrefix: flags["hostname-prefix"]!,
+          ...(flags["task-seconds"] === "" ? {} : { taskSeconds: Number(flags["task-seconds"]) })
+        })
+        yield* simulator.registered
+        process.stdout.write(`berth simulate: ${agents} agents registered with ${masters.join(",")}\n`)
+        return yield* Effect.never
+      })
     case "agent":
       return Effect.gen(function*() {
+        const refuse = (flag: string, rule: string): never => {
+          process.stderr.write(`berth agent: --${flag}: ${rule} (got "${flags[flag]}")\n`)
+          process.exit(2)
+        }
+        if (flags.recover !== "reconnect" && flags.recover !== "cleanup") refuse("recover", 'must be "reconnect" or "cleanup"')
+        if (!(Number(flags["status-update-retry-min"]) > 0)) refuse("status-update-retry-min", "must be a number of seconds > 0")
+        if (Number(flags["status-update-retry-max"]) < Number(flags["status-update-retry-min"])) {
+          refuse("status-update-retry-max", "must be >= --status-update-retry-min")
+        }
         const agent = yield* Agent.start({
           master: flags.master!,
           workDir: flags["work-dir"]!,
@@ -132,7 +241,12 @@ const program = (() => {
           resources: flags.resources!,
           attributes: flags.attributes!,
           host: flags.host!,
-          port: Number(flags.port)
+          port: Number(flags.port),
+          recover: flags.recover as "reconnect" | "cleanup",
+          gcDelaySeconds: Number(flags["gc-delay"]),
+          statusUpdateRetrySeconds: Number(flags["status-update-retry-min"]),
+          statusUpdateRetryMaxSeconds: Number(flags["status-update-retry-max"]),
+          killTasksOnStop: flags["kill-tasks-on-stop"] === "true"
         })
         const agentId = yield* agent.registered
         process.stdout.write(`berth agent ${agentId} registered with ${flags.master}\n`)

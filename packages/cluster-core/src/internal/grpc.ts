@@ -21,10 +21,24 @@ export const toServiceError = (error: RequestError): Partial<grpc.StatusObject> 
       if (error.leader !== "") metadata.set("berth-leader", error.leader)
       return { code: grpc.status.UNAVAILABLE, details: error.message, metadata }
     case "FrameworkRemoved":
+      // PERMISSION_DENIED means two things; `berth-reason` tells them apart for clients.
+      metadata.set("berth-reason", "framework-removed")
       return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata }
     case "Unimplemented":
       metadata.set("berth-field", error.field)
       return { code: grpc.status.UNIMPLEMENTED, details: error.message, metadata }
+    case "Unauthenticated":
+      metadata.set("berth-reason", "unauthenticated")
+      return { code: grpc.status.UNAUTHENTICATED, details: error.message, metadata }
+    case "PermissionDenied":
+      metadata.set("berth-reason", "unauthorized")
+      metadata.set("berth-field", error.field)
+      metadata.set("berth-rule", error.rule)
+      return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata }
+    case "RateLimited":
+      metadata.set("berth-reason", "rate-limited")
+      metadata.set("berth-retry-after-ms", String(error.retryAfterMs))
+      return { code: grpc.status.RESOURCE_EXHAUSTED, details: error.message, metadata }
   }
 }
 
@@ -35,12 +49,16 @@ const internal = (cause: Cause.Cause<unknown>): Partial<grpc.StatusObject> => ({
 
 /**
  * Adapts an Effect handler to grpc-js's unary callback style, running it with the daemon's
- * services so handlers keep their Clock, logger and storage.
+ * services so handlers keep their Clock, logger and storage. The handler also gets the call (its
+ * metadata says who is calling).
  */
 export const unary =
-  <R, Req, Res>(context: Context.Context<R>, handler: (request: Req) => Effect.Effect<Res, RequestError, R>) =>
+  <R, Req, Res>(
+    context: Context.Context<R>,
+    handler: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Effect.Effect<Res, RequestError, R>
+  ) =>
   (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
-    Effect.runForkWith(context)(handler(call.request)).addObserver((exit) => {
+    Effect.runForkWith(context)(handler(call.request, call)).addObserver((exit) => {
       if (Exit.isSuccess(exit)) return callback(null, exit.value)
       const failure = exit.cause.reasons.find(Cause.isFailReason)
       if (failure === undefined) {
@@ -62,12 +80,42 @@ export const failStream = (
   call.emit("error", "_tag" in error ? toServiceError(error) : error)
 }
 
+/**
+ * A server interceptor that admits or refuses every call (unary and streaming) from its method
+ * path, metadata and peer alone, before the handler runs and before the request is decoded. A
+ * refused call ends with the error's status and trailers.
+ */
+export const admission = (
+  check: (path: string, metadata: grpc.Metadata, peer: string) => RequestError | undefined
+): grpc.ServerInterceptor =>
+(method, call) =>
+  new grpc.ServerInterceptingCall(call, {
+    start: (next) =>
+      next({
+        onReceiveMetadata: (metadata, proceed) => {
+          const refused = check(method.path, metadata, call.getPeer())
+          if (refused === undefined) proceed(metadata)
+          else {
+            const status = toServiceError(refused)
+            call.sendStatus({ code: status.code ?? grpc.status.UNKNOWN, details: status.details ?? "", metadata: status.metadata ?? null })
+          }
+        }
+      })
+  })
+
+export interface ServeOptions {
+  readonly maxMessageBytes?: number
+  /** TLS (and mutual TLS) credentials; plaintext when absent. */
+  readonly credentials?: grpc.ServerCredentials | undefined
+  readonly interceptors?: ReadonlyArray<grpc.ServerInterceptor> | undefined
+}
+
 /** Starts a grpc-js server on `host:port` (port 0 picks a free one) and stops it with the scope. */
 export const serve = (
   address: string,
   services: ReadonlyArray<readonly [grpc.ServiceDefinition, grpc.UntypedServiceImplementation]>,
   component: string,
-  options: { readonly maxMessageBytes?: number } = {}
+  options: ServeOptions = {}
 ): Effect.Effect<{ readonly server: grpc.Server; readonly port: number }, StartupError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.callback<{ readonly server: grpc.Server; readonly port: number }, StartupError>((resume) => {
@@ -75,10 +123,11 @@ export const serve = (
         "grpc.keepalive_time_ms": 30_000,
         "grpc.keepalive_permit_without_calls": 1,
         // Larger requests are refused with RESOURCE_EXHAUSTED before they are decoded.
-        "grpc.max_receive_message_length": options.maxMessageBytes ?? 16 * 1024 * 1024
+        "grpc.max_receive_message_length": options.maxMessageBytes ?? 16 * 1024 * 1024,
+        interceptors: [...(options.interceptors ?? [])]
       })
       for (const [definition, implementation] of services) server.addService(definition, implementation)
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+      server.bindAsync(address, options.credentials ?? grpc.ServerCredentials.createInsecure(), (error, port) => {
         if (error !== null) {
           resume(Effect.fail(new StartupError({ component, reason: `cannot listen on ${address}: ${error.message}` })))
         } else {

@@ -4,7 +4,7 @@ import * as path from "node:path"
 import { constants as osConstants } from "node:os"
 import { Duration, Effect, Option, Queue, Result, Stream } from "effect"
 import { Resources, v1 } from "@berth/proto"
-import type { RunOptions } from "../DockerExecutor.ts"
+import type { Recovered, RunOptions } from "../DockerExecutor.ts"
 import { LaunchError } from "../ExecutorError.ts"
 import { type ExecutorEvent, ExecutorSession, type StatusInit } from "../ExecutorSession.ts"
 import { connect, DockerEngineError, type Engine } from "./dockerEngine.ts"
@@ -25,6 +25,8 @@ interface Output {
 interface Running {
   readonly info: v1.TaskInfo
   readonly id: string
+  /** What `created` knows it by. */
+  readonly name: string
   readonly output: Output
   /** Set once a kill or shutdown started: the reason of the KILLED status to come. */
   killReason: v1.TaskStatus_Reason | undefined
@@ -198,11 +200,16 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         Effect.andThen(Effect.sync(() => created.delete(name))),
         Effect.catch((error) => Effect.logWarning(`cannot remove container ${name}: ${error.message}`))
       )
-    const removeAll = (engine: Engine) => Effect.forEach([...created], (name) => removeContainer(engine, name), { discard: true })
+    const removeAll = (engine: Engine, keep?: string) =>
+      Effect.forEach([...created].filter((name) => name !== keep), (name) => removeContainer(engine, name), { discard: true })
+    /** What interrupting `run` does to a running task (see CheckpointOptions.onInterrupt). */
+    const onInterrupt = options.checkpoint?.onInterrupt ?? (options.checkpoint === undefined ? "kill" : "leave")
 
     // Whatever happens to this executor (its task ended, it was interrupted, the agent shut down),
-    // no container it created outlives it.
-    yield* Effect.addFinalizer(() => engine === undefined ? Effect.void : removeAll(engine))
+    // no container it created outlives it, except a running task's left for a later `recover`.
+    yield* Effect.addFinalizer(() =>
+      engine === undefined ? Effect.void : removeAll(engine, onInterrupt === "leave" && task !== undefined ? task.name : undefined)
+    )
 
     const environment = (info: v1.TaskInfo): Record<string, string> => {
       const env: Record<string, string> = { ...options.env }
@@ -330,8 +337,8 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         })
         return true
       }
-      const { id, output } = started.success
-      task = { info, id, output, killReason: undefined }
+      const { id, name, output } = started.success
+      task = { info, id, name, output, killReason: undefined }
       yield* report({ taskId: info.taskId, state: TaskState.RUNNING })
       yield* engine!.wait(id).pipe(
         Effect.result,
@@ -356,27 +363,27 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       )
     })
 
-    const exited = Effect.fnUntraced(function*(running: Running, result: Result.Result<number, DockerEngineError>) {
-      const taskId = running.info.taskId
-      yield* flush(running.output)
-      const state = Result.isSuccess(result)
-        ? yield* engine!.inspect(running.id).pipe(Effect.option)
-        : undefined
-      // Gone before its terminal update, so a scheduler that sees the update sees no container.
-      yield* removeAll(engine!)
+    /** The terminal status of a container that ended (`result`: its exit status, or why it is unknown). */
+    const terminal = (
+      info: v1.TaskInfo,
+      killReason: v1.TaskStatus_Reason | undefined,
+      result: Result.Result<number, DockerEngineError>,
+      oomKilled: boolean
+    ): StatusInit => {
+      const taskId = info.taskId
       if (Result.isFailure(result)) {
         const message = `Lost the container: ${result.failure.operation}: ${result.failure.message}`
-        return running.killReason !== undefined
-          ? { taskId, state: TaskState.KILLED, reason: running.killReason, message }
+        return killReason !== undefined
+          ? { taskId, state: TaskState.KILLED, reason: killReason, message }
           : { taskId, state: TaskState.FAILED, reason: Reason.EXECUTOR_TERMINATED, message }
       }
       const code = result.success
       const message = describeExit(code)
-      if (running.killReason !== undefined) {
-        return { taskId, state: TaskState.KILLED, reason: running.killReason, message, exitCode: code }
+      if (killReason !== undefined) {
+        return { taskId, state: TaskState.KILLED, reason: killReason, message, exitCode: code }
       }
-      if (state !== undefined && Option.isSome(state) && state.value.oomKilled) {
-        const mem = Resources.sumScalar(running.info.resources, "mem")
+      if (oomKilled) {
+        const mem = Resources.sumScalar(info.resources, "mem")
         return {
           taskId,
           state: TaskState.FAILED,
@@ -387,6 +394,92 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       }
       if (code === 0) return { taskId, state: TaskState.FINISHED, message, exitCode: code }
       return { taskId, state: TaskState.FAILED, reason: Reason.COMMAND_EXECUTOR_FAILED, message, exitCode: code }
+    }
+
+    const exited = Effect.fnUntraced(function*(running: Running, result: Result.Result<number, DockerEngineError>) {
+      yield* flush(running.output)
+      const state = Result.isSuccess(result)
+        ? yield* engine!.inspect(running.id).pipe(Effect.option)
+        : undefined
+      // Gone before its terminal update, so a scheduler that sees the update sees no container.
+      yield* removeAll(engine!)
+      return terminal(running.info, running.killReason, result, state !== undefined && Option.isSome(state) && state.value.oomKilled)
+    })
+
+    /**
+     * Takes over the container of a task an earlier executor started (found by its labels);
+     * returns whether the executor is done (the container ended, or is gone).
+     */
+    const recover = Effect.fnUntraced(function*(recovered: Recovered) {
+      const info = recovered.task
+      const taskId = info.taskId
+      const killReason = recovered.killReason
+      const connected = yield* Effect.result(connect(options.docker))
+      if (Result.isFailure(connected)) {
+        yield* report({
+          taskId,
+          state: killReason === undefined ? TaskState.FAILED : TaskState.KILLED,
+          reason: killReason ?? Reason.EXECUTOR_TERMINATED,
+          message: `Cannot re-attach to the task's container: ${connected.failure.message}`
+        })
+        return true
+      }
+      const docker = connected.success
+      engine = docker
+      const found = yield* docker.list({
+        [labelKeys.frameworkId]: session.frameworkId,
+        [labelKeys.executorId]: session.executorId,
+        [labelKeys.agentId]: session.agentId
+      }).pipe(
+        Effect.flatMap((ids) =>
+          Effect.forEach(ids, (id) => docker.inspect(id).pipe(Effect.map((state) => ({ id, state })), Effect.option))
+        ),
+        Effect.map((all) => all.flatMap((o) => (Option.isSome(o) ? [o.value] : []))),
+        Effect.result
+      )
+      const containers = Result.isSuccess(found) ? found.success : []
+      for (const { id } of containers) created.add(id)
+      const live = containers.find((c) => c.state.running)
+      if (live !== undefined) {
+        const files = yield* openOutput(options.sandbox).pipe(Effect.result)
+        const source = Result.isSuccess(files)
+          ? yield* Effect.acquireRelease(
+            docker.attach(live.id),
+            (stream) => Effect.sync(() => (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.())
+          ).pipe(Effect.result)
+          : undefined
+        if (Result.isSuccess(files) && source !== undefined && Result.isSuccess(source)) {
+          // Output written while nobody was attached stays in the engine's log (`docker logs`).
+          docker.demux(source.success, files.success.stdout, files.success.stderr)
+          yield* removeAll(docker, live.id)
+          const running: Running = { info, id: live.id, name: live.id, output: { source: source.success, ...files.success }, killReason: undefined }
+          task = running
+          yield* docker.wait(live.id).pipe(
+            Effect.result,
+            Effect.flatMap((result) => Queue.offer(inputs, { _tag: "Exited", result })),
+            Effect.forkScoped
+          )
+          if (killReason !== undefined) yield* stop(running, taskGrace(info), killReason)
+          return false
+        }
+      }
+      // It ended (or cannot be followed) while nobody watched: report how, and remove what is left.
+      const ended = live ?? containers[0]
+      if (live !== undefined) yield* docker.stop(live.id, 0).pipe(Effect.ignore)
+      yield* removeAll(docker)
+      if (ended === undefined) {
+        yield* report({
+          taskId,
+          state: killReason === undefined ? TaskState.FAILED : TaskState.KILLED,
+          reason: killReason ?? Reason.EXECUTOR_TERMINATED,
+          message: Result.isFailure(found)
+            ? `Cannot re-attach to the task's container: ${found.failure.operation}: ${found.failure.message}`
+            : "The task's container is gone: it was removed while the agent was away, or never created"
+        })
+        return true
+      }
+      yield* report(terminal(info, killReason, Result.succeed(ended.state.exitCode), ended.state.oomKilled))
+      return true
     })
 
     /** Returns whether the executor is done. */
@@ -443,6 +536,6 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
     })
 
     // Each input is handled to completion before the next is taken, so statuses stay in order.
-    let done = false
+    let done = options.recover === undefined ? false : yield* recover(options.recover)
     while (!done) done = yield* handle(yield* Queue.take(inputs))
   }))

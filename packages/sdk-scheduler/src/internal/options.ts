@@ -2,6 +2,7 @@ import { Duration, Effect, Option, Result, Schedule, Schema, SchemaIssue } from 
 import { InvalidOptions } from "../SchedulerError.ts"
 import type { SchedulerError } from "../SchedulerError.ts"
 import type { Options } from "../SchedulerSession.ts"
+import * as Transport from "./transport.ts"
 
 /** Options with every default applied: what the session runs on. */
 export interface Config {
@@ -17,6 +18,8 @@ export interface Config {
   readonly reconnect: Schedule.Schedule<unknown, SchedulerError>
   readonly heartbeatMissLimit: number
   readonly callTimeout: Duration.Duration
+  /** TLS and credentials for every channel the session opens. */
+  readonly transport: Transport.Transport
 }
 
 /** Mesos keeps a framework this long by default in Berth: long enough for a weekend outage. */
@@ -110,12 +113,23 @@ export const validate = (options: Options): Effect.Effect<Config, InvalidOptions
       return Effect.fail(invalid("callTimeout", "must be a positive duration"))
     }
     const framework = options.framework
+    const credentialsProblem = options.credentials === undefined ? undefined : Transport.credentialsProblem(options.credentials)
+    if (credentialsProblem !== undefined) return Effect.fail(invalid(...credentialsProblem))
+    const authenticated = options.credentials !== undefined && "principal" in options.credentials
+      ? options.credentials.principal
+      : undefined
+    if (authenticated !== undefined && framework.principal !== undefined && framework.principal !== authenticated) {
+      return Effect.fail(invalid("framework.principal", `must be the credentials' principal "${authenticated}" (or be left out)`))
+    }
+    const transport = Transport.make(options.tls, options.credentials)
+    if (!("channel" in transport)) return Effect.fail(invalid(transport[0], transport[1]))
     return Effect.succeed({
       master: options.master,
+      transport,
       framework: {
         name: framework.name,
         roles: framework.roles ?? ["*"],
-        principal: framework.principal ?? "",
+        principal: framework.principal ?? authenticated ?? "",
         user: framework.user ?? "",
         failoverTimeoutSeconds: framework.failoverTimeoutSeconds ?? defaultFailoverTimeoutSeconds,
         frameworkId: framework.frameworkId ?? ""

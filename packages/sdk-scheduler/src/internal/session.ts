@@ -1,7 +1,6 @@
 import { hostname } from "node:os"
-import { credentials } from "@grpc/grpc-js"
 import { v1 } from "@berth/proto"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Pull, Queue, Schedule, Stream } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Pull, Queue, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
 import { FrameworkRemoved, Unavailable } from "../SchedulerError.ts"
 import type { InvalidOptions, SchedulerError } from "../SchedulerError.ts"
@@ -39,7 +38,11 @@ const isTerminal = (error: SchedulerError): boolean => {
     case "FrameworkRemoved":
     case "InvalidArgument":
     case "SessionLost":
+    case "Unauthenticated":
+    case "PermissionDenied":
       return true
+    case "RateLimited":
+      return false
     case "CallFailed":
       return ["UNIMPLEMENTED", "UNAUTHENTICATED", "ALREADY_EXISTS", "OUT_OF_RANGE"].includes(error.code)
     case "NotLeader":
@@ -69,7 +72,10 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
     const clientFor = (address: string): v1.SchedulerServiceClient => {
       if (channel?.address !== address) {
         channel?.client.close()
-        channel = { address, client: new v1.SchedulerServiceClient(address, credentials.createInsecure()) }
+        channel = {
+          address,
+          client: new v1.SchedulerServiceClient(address, config.transport.channel(), config.transport.options)
+        }
       }
       return channel.client
     }
@@ -103,10 +109,13 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
         else yield* Queue.fail(events, error)
       })
 
-    // What a call gets once the session is over: FrameworkRemoved as is (the caller must learn
-    // the framework is gone), anything else as this call being unable to run.
+    // What a call gets once the session is over: FrameworkRemoved, PermissionDenied and
+    // Unauthenticated as they are (the caller must learn the framework is gone or refused),
+    // anything else as this call being unable to run.
     const endedError = (call: string) => (error: SchedulerError): SchedulerError =>
-      error._tag === "FrameworkRemoved" ? error : new Unavailable({ call, message: `the session ended: ${error.message}` })
+      error._tag === "FrameworkRemoved" || error._tag === "PermissionDenied" || error._tag === "Unauthenticated"
+        ? error
+        : new Unavailable({ call, message: `the session ended: ${error.message}` })
 
     const awaitSubscribed = (call: string): Effect.Effect<Subscribed, SchedulerError> =>
       Effect.suspend(() => {
@@ -270,8 +279,14 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
         // The backoff starts over once a subscription worked, but still applies, so a master
         // that accepts and drops at once is not hammered.
         if (progress.subscribed) step = yield* Schedule.toStepWithSleep(config.reconnect)
+        const before = yield* Clock.currentTimeMillis
         const waited = yield* Effect.exit(step(error))
         if (Exit.isFailure(waited)) return yield* ended(error, false)
+        // A rate-limited master said how long to wait; the backoff may have been shorter.
+        if (error._tag === "RateLimited") {
+          const waitedMs = (yield* Clock.currentTimeMillis) - before
+          if (waitedMs < error.retryAfterMs) yield* Effect.sleep(Duration.millis(error.retryAfterMs - waitedMs))
+        }
       }
     })
 

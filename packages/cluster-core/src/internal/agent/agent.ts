@@ -6,8 +6,11 @@ import { randomBytes, randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Grpc from "../grpc.ts"
+import * as Checkpoint from "./checkpoint.ts"
 import * as Files from "./files.ts"
+import * as Gc from "./gc.ts"
 import * as StatusUpdates from "./statusUpdates.ts"
+import * as UpdateLog from "./updateLog.ts"
 import * as Volumes from "./volumes.ts"
 import { StartupError } from "../../ClusterError.ts"
 
@@ -20,12 +23,23 @@ export interface AgentConfig {
   /** Total resources (detected and declared, see `detect.ts`). */
   readonly resources: ReadonlyArray<v1.Resource>
   readonly attributes: ReadonlyArray<v1.Attribute>
-  /** Unacknowledged status updates are resent this often. */
-  readonly statusUpdateRetrySeconds: number
+  /** Unacknowledged status updates are resent after `minMs`, doubling up to `maxMs`. */
+  readonly statusUpdateBackoff: StatusUpdates.Backoff
   readonly version: string
   /** Where the agent's own gRPC API (sandbox files; executors later) listens. */
   readonly host: string
   readonly port: number
+  /**
+   * What to do with the tasks found in the checkpoint at start: "reconnect" re-attaches to those
+   * still running and reports those that ended; "cleanup" kills them and starts without tasks.
+   */
+  readonly recover: "reconnect" | "cleanup"
+  /** Sandboxes of finished runs are removed this long after their terminal update is acknowledged. */
+  readonly gcDelayMs: number
+  /** Whether stopping the agent kills its tasks (else they keep running, to be re-attached). */
+  readonly killTasksOnStop: boolean
+  /** How often a re-attached task (not a child of this agent) is polled for its end. */
+  readonly reattachPollMs: number
 }
 
 export interface AgentHandle {
@@ -35,22 +49,43 @@ export interface AgentHandle {
   readonly workDir: string
   /** Status updates held because they are not acknowledged yet. */
   readonly pendingUpdates: () => number
+  /** Finished runs whose sandbox waits for the garbage collector. */
+  readonly pendingGc: () => number
 }
 
 interface RunningTask {
   readonly frameworkId: string
   readonly framework: v1.FrameworkInfo
   readonly info: v1.TaskInfo
+  readonly runId: string
+  readonly containerizer: "process" | "docker"
   readonly sandbox: string
-  readonly executor: ExecutorSession.InProcess
-  latest: v1.TaskStatus | undefined
+  /** The run's checkpoint directory (see checkpoint.ts). */
+  readonly checkpoint: string
+  /** None for a recovered task whose terminal update only waits for its acknowledgement. */
+  executor: ExecutorSession.InProcess | undefined
   fiber: Fiber.Fiber<void> | undefined
+  /** The latest update, and the latest acknowledged one. */
+  latest: v1.TaskStatus | undefined
+  acknowledged: v1.TaskStatus | undefined
+}
+
+/** How many launches of one run order proceed at once. */
+const LAUNCH_CONCURRENCY = 16
+
+/** The longest a task gets between SIGTERM and SIGKILL when the agent stops with killTasksOnStop. */
+const STOP_GRACE_SECONDS = 10
+
+const errorText = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  return error instanceof Error ? error.message : String(error)
 }
 
 /**
  * The agent: registers with the master over one long-lived stream (reconnecting with backoff),
- * runs each task through the built-in command executor (a fiber in this process driving a real
- * child process group, not a process per task), and forwards status updates reliably.
+ * runs each task through a built-in executor (a fiber in this process driving a real process
+ * group or container, not a process per task), checkpoints every task and status update so that
+ * tasks outlive the agent process, and forwards status updates reliably.
  */
 export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   const scope = yield* Scope.Scope
@@ -80,7 +115,10 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   // Updates headed for the master leave in batches: everything queued since the last write goes
   // out as one StatusUpdates message.
   const outbox = yield* Queue.unbounded<v1.StatusUpdate>()
-  const updates = StatusUpdates.make((frameworkId, status) => Queue.offerUnsafe(outbox, { frameworkId, status }))
+  const updates = StatusUpdates.make(
+    (frameworkId, status) => Queue.offerUnsafe(outbox, { frameworkId, status }),
+    config.statusUpdateBackoff
+  )
   yield* Queue.takeAll(outbox).pipe(
     Effect.tap((batch) =>
       Effect.sync(() => send?.({ message: { $case: "statusUpdates", value: { updates: [...batch] } } }))
@@ -88,6 +126,10 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     Effect.forever,
     Effect.forkIn(scope)
   )
+  const gc = Gc.make({ workDir: config.workDir, delayMs: config.gcDelayMs, scope })
+  // Executors run in a scope of their own that closes after the stop finalizer below has run,
+  // so that finalizer can still shut them down in order.
+  const executors = yield* Scope.fork(scope, "parallel")
 
   const info = (): v1.AgentInfo => ({
     agentId,
@@ -98,44 +140,117 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     version: config.version
   })
 
-  const onUpdate = (frameworkId: string) => (status: v1.TaskStatus) =>
+  /** Checkpoints an update (fsync'd), then hands it to the status update manager. */
+  const record = (frameworkId: string, runDir: string | undefined, status: v1.TaskStatus) =>
     Effect.gen(function*() {
+      if (runDir !== undefined) {
+        yield* Effect.tryPromise(() => UpdateLog.append(Checkpoint.updatesFile(runDir), [{ _tag: "Update", status }], true)).pipe(
+          // Better an update sent without its checkpoint than one lost: it still goes out.
+          Effect.catch((error) =>
+            Effect.logError("cannot checkpoint a status update").pipe(
+              Effect.annotateLogs({ taskId: status.taskId, error: String(error.cause ?? error) })
+            )
+          )
+        )
+      }
       const task = tasks.get(key(frameworkId, status.taskId))
       if (task !== undefined) task.latest = status
       updates.enqueue(frameworkId, status, yield* Clock.currentTimeMillis)
     })
 
-  const launch = (framework: v1.FrameworkInfo, task: v1.TaskInfo) =>
+  const agentStatus = (task: v1.TaskInfo, state: v1.TaskState, reason: v1.TaskStatus_Reason, message: string, now: number) =>
+    v1.TaskStatus.create({
+      taskId: task.taskId,
+      state,
+      message,
+      source: v1.TaskStatus_Source.AGENT,
+      reason,
+      agentId,
+      executorId: task.taskId,
+      timestampMs: now,
+      uuid: randomBytes(16)
+    })
+
+  /** Starts the executor of `task`; with `recover`, it takes over the task of an earlier agent. */
+  const startExecutor = (task: RunningTask, recover?: CommandExecutor.Recovered) =>
     Effect.gen(function*() {
+      const executor = yield* ExecutorSession.makeInProcess({
+        frameworkId: task.frameworkId,
+        executorId: task.info.taskId,
+        agentId,
+        onUpdate: (status) => record(task.frameworkId, task.checkpoint, status)
+      })
+      task.executor = executor
+      const checkpointOptions: DockerExecutor.CheckpointOptions & CommandExecutor.CheckpointOptions = {
+        exitStatusFile: Checkpoint.exitStatusFile(task.checkpoint),
+        onStarted: (process) => Effect.promise(() => Checkpoint.writeProcess(task.checkpoint, process)),
+        onInterrupt: config.killTasksOnStop ? "kill" : "leave",
+        pollInterval: config.reattachPollMs
+      }
+      const run = task.containerizer === "docker"
+        ? DockerExecutor.run({
+          sandbox: task.sandbox,
+          checkpoint: checkpointOptions,
+          ...(recover === undefined ? {} : { recover })
+        })
+        : CommandExecutor.run({
+          sandbox: task.sandbox,
+          fetcher: { cacheDir: path.join(config.workDir, "cache") },
+          checkpoint: checkpointOptions,
+          ...(recover === undefined ? {} : { recover })
+        })
+      task.fiber = yield* run.pipe(
+        Effect.provide(ExecutorSession.layerInProcess(executor)),
+        Effect.scoped,
+        Effect.forkIn(executors)
+      )
+      return executor
+    })
+
+  const launch = (framework: v1.FrameworkInfo, task: v1.TaskInfo) => {
+    let runDir: string | undefined
+    return Effect.gen(function*() {
       const frameworkId = framework.frameworkId
       const k = key(frameworkId, task.taskId)
+      // A launch resent for a task the agent already runs (or recovered) starts nothing again.
       if (tasks.has(k)) return
-      const runs = path.join(config.workDir, "frameworks", frameworkId, "executors", task.taskId, "runs")
-      const runId = randomUUID()
-      const sandbox = path.join(runs, runId)
+      const run: Checkpoint.Run = {
+        frameworkId,
+        executorId: task.taskId,
+        runId: randomUUID(),
+        framework,
+        task,
+        containerizer: task.container?.type === v1.ContainerInfo_Type.DOCKER ? "docker" : "process"
+      }
+      const sandbox = Checkpoint.sandboxDir(config.workDir, run)
+      runDir = Checkpoint.runDir(config.workDir, run)
+      const entry: RunningTask = {
+        frameworkId,
+        framework,
+        info: task,
+        runId: run.runId,
+        containerizer: run.containerizer,
+        sandbox,
+        checkpoint: runDir,
+        executor: undefined,
+        fiber: undefined,
+        latest: undefined,
+        acknowledged: undefined
+      }
+      // Known at once, so that a second launch of the same task (even one handled concurrently)
+      // starts nothing.
+      tasks.set(k, entry)
+      // The checkpoint comes first: whatever happens next, a restarted agent knows of the task.
+      yield* Effect.promise(() => Checkpoint.writeRun(config.workDir, run))
       yield* Effect.promise(async () => {
+        const runs = path.dirname(sandbox)
         await fs.mkdir(sandbox, { recursive: true })
         // "runs/latest" lets UIs and tools find the current run without knowing its id.
         await fs.rm(path.join(runs, "latest"), { force: true })
-        await fs.symlink(runId, path.join(runs, "latest"))
+        await fs.symlink(run.runId, path.join(runs, "latest"))
         await Volumes.mount(config.workDir, sandbox, task.resources)
       })
-      const executor = yield* ExecutorSession.makeInProcess({
-        frameworkId,
-        executorId: task.taskId,
-        agentId,
-        onUpdate: onUpdate(frameworkId)
-      })
-      const entry: RunningTask = { frameworkId, framework, info: task, sandbox, executor, latest: undefined, fiber: undefined }
-      tasks.set(k, entry)
-      const executorRun = task.container?.type === v1.ContainerInfo_Type.DOCKER
-        ? DockerExecutor.run({ sandbox })
-        : CommandExecutor.run({ sandbox, fetcher: { cacheDir: path.join(config.workDir, "cache") } })
-      entry.fiber = yield* executorRun.pipe(
-        Effect.provide(ExecutorSession.layerInProcess(executor)),
-        Effect.scoped,
-        Effect.forkIn(scope)
-      )
+      const executor = yield* startExecutor(entry)
       yield* executor.send({ $case: "launch", value: { task } })
     }).pipe(
       Effect.catchCause((cause) =>
@@ -143,18 +258,118 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
           yield* Effect.logError("task launch failed").pipe(Effect.annotateLogs({ taskId: task.taskId, cause: Cause.pretty(cause) }))
           // The scheduler must hear about it: a task that never reports stays STAGING forever.
           const now = yield* Clock.currentTimeMillis
-          updates.enqueue(framework.frameworkId, v1.TaskStatus.create({
-            taskId: task.taskId,
-            state: v1.TaskState.FAILED,
-            message: `the agent could not launch the task: ${Cause.squash(cause) instanceof Error ? (Cause.squash(cause) as Error).message : String(Cause.squash(cause))}`,
-            source: v1.TaskStatus_Source.AGENT,
-            reason: v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED,
-            agentId,
-            executorId: task.taskId,
-            timestampMs: now,
-            uuid: randomBytes(16)
-          }), now)
+          yield* record(
+            framework.frameworkId,
+            runDir,
+            agentStatus(task, v1.TaskState.FAILED, v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED, `the agent could not launch the task: ${errorText(cause)}`, now)
+          )
         })
+      )
+    )
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  /**
+   * Takes over what the checkpoint holds (before the agent registers, so that its registration
+   * reports every task): runs done for the agent go to the garbage collector; the others are
+   * re-attached (or reported as ended) with `reconnect`, or killed with `cleanup`.
+   */
+  const recoverRuns = Effect.gen(function*() {
+    const found = yield* Effect.promise(() => Checkpoint.readRuns(config.workDir))
+    const now = yield* Clock.currentTimeMillis
+    for (const { dir, problem } of found.repaired) {
+      yield* Effect.logWarning("a status update log ended in a torn record; it was cut back").pipe(Effect.annotateLogs({ run: dir, problem }))
+    }
+    for (const { dir, reason } of found.unreadable) {
+      // The agent died while recording the run: nothing of it was started.
+      yield* Effect.logWarning("dropping an unreadable run checkpoint").pipe(Effect.annotateLogs({ run: dir, reason }))
+      const sandbox = path.join(config.workDir, path.relative(Checkpoint.metaDir(config.workDir), dir))
+      yield* gc.schedule({ sandbox, checkpoint: dir }, now, now)
+    }
+    let reattached = 0
+    let cleaned = 0
+    let waiting = 0
+    for (const found_ of found.runs) {
+      const { run, log } = found_
+      const sandbox = Checkpoint.sandboxDir(config.workDir, run)
+      if (log.completedAtMs !== undefined) {
+        yield* gc.schedule({ sandbox, checkpoint: found_.dir }, log.completedAtMs, now)
+        continue
+      }
+      if (config.recover === "cleanup") {
+        if (run.containerizer === "docker") {
+          yield* DockerExecutor.removeContainers({ frameworkId: run.frameworkId, executorId: run.executorId, agentId }).pipe(
+            Effect.catch((error) => Effect.logWarning(`cannot remove the containers of task ${run.task.taskId}: ${error.message}`))
+          )
+        } else {
+          const process = found_.process ?? CommandExecutor.find(Checkpoint.exitStatusFile(found_.dir))
+          if (process !== undefined) yield* CommandExecutor.kill(process)
+        }
+        yield* Effect.promise(() =>
+          UpdateLog.append(Checkpoint.updatesFile(found_.dir), [{ _tag: "Closed", atMs: now, reason: "--recover=cleanup" }], true)
+        )
+        yield* gc.schedule({ sandbox, checkpoint: found_.dir }, now, now)
+        cleaned++
+        continue
+      }
+      const entry: RunningTask = {
+        frameworkId: run.frameworkId,
+        framework: run.framework,
+        info: run.task,
+        runId: run.runId,
+        containerizer: run.containerizer,
+        sandbox,
+        checkpoint: found_.dir,
+        executor: undefined,
+        fiber: undefined,
+        latest: log.latest,
+        acknowledged: log.acknowledged
+      }
+      tasks.set(key(run.frameworkId, run.task.taskId), entry)
+      updates.restore(run.frameworkId, run.task.taskId, log.pending)
+      const latest = log.latest
+      // Over already: its terminal update only waits to be acknowledged.
+      if (latest !== undefined && TaskStates.isTerminal(latest.state)) {
+        waiting++
+        continue
+      }
+      const killing = latest?.state === v1.TaskState.KILLING
+      yield* startExecutor(entry, {
+        task: run.task,
+        process: found_.process,
+        ...(latest?.healthy === undefined ? {} : { healthy: latest.healthy }),
+        ...(latest?.ready === undefined ? {} : { ready: latest.ready }),
+        ...(killing
+          ? { killReason: latest.reason !== v1.TaskStatus_Reason.UNSPECIFIED ? latest.reason : v1.TaskStatus_Reason.KILLED_BY_SCHEDULER }
+          : {})
+      })
+      reattached++
+    }
+    if (found.runs.length > 0 || found.unreadable.length > 0) {
+      yield* Effect.logInfo("recovered the checkpoint").pipe(
+        Effect.annotateLogs({
+          mode: config.recover,
+          tasks: reattached,
+          awaitingAcknowledgement: waiting,
+          cleanedUp: cleaned,
+          pendingUpdates: updates.pendingCount(),
+          pendingGc: gc.pending()
+        })
+      )
+    }
+  })
+  yield* recoverRuns
+
+  // ---------------------------------------------------------------- the master
+
+  /** Appends an acknowledgement to the run's log: an ack lost to a crash costs one resend. */
+  const recordAck = (task: RunningTask, uuid: Uint8Array, atMs: number) =>
+    Effect.tryPromise(() => UpdateLog.append(Checkpoint.updatesFile(task.checkpoint), [{ _tag: "Ack", uuid, atMs }], false)).pipe(
+      Effect.catch((error) =>
+        Effect.logWarning("cannot checkpoint an acknowledgement").pipe(
+          Effect.annotateLogs({ taskId: task.info.taskId, error: String(error.cause ?? error) })
+        )
       )
     )
 
@@ -167,14 +382,17 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
           if (message.value.pingIntervalSeconds > 0) pingIntervalMs = message.value.pingIntervalSeconds * 1000
           yield* Deferred.succeed(registered, agentId)
           // A new master knows nothing of what is in flight: resend every unacknowledged update.
-          updates.resend(yield* Clock.currentTimeMillis, 0)
+          updates.resendAll(yield* Clock.currentTimeMillis)
           yield* Effect.logInfo("agent registered").pipe(Effect.annotateLogs({ agentId, master: config.master }))
           return
         }
         case "run":
-          for (const { framework, task } of message.value.tasks) {
-            if (framework !== undefined && task !== undefined) yield* launch(framework, task)
-          }
+          // Launches of one message overlap: each mostly waits for the disk (checkpoint, sandbox).
+          yield* Effect.forEach(
+            message.value.tasks,
+            ({ framework, task }) => (framework !== undefined && task !== undefined ? launch(framework, task) : Effect.void),
+            { concurrency: LAUNCH_CONCURRENCY, discard: true }
+          )
           return
         case "applyOperations": {
           const inUse = new Set(
@@ -190,7 +408,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         case "kill":
           for (const kill of message.value.kills) {
             const task = tasks.get(key(kill.frameworkId, kill.taskId))
-            if (task === undefined) continue
+            if (task?.executor === undefined) continue
             yield* task.executor.send({
               $case: "kill",
               value: {
@@ -202,17 +420,22 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
           }
           return
         case "acknowledgements": {
-          const now = yield* Clock.currentTimeMillis
           for (const ack of message.value.acknowledgements) {
-            const acked = updates.acknowledge(ack.frameworkId, ack.taskId, ack.uuid, now)
-            if (acked === undefined) continue
+            if (!updates.isInFlight(ack.frameworkId, ack.taskId, ack.uuid)) continue
+            const now = yield* Clock.currentTimeMillis
             const task = tasks.get(key(ack.frameworkId, ack.taskId))
-            if (task === undefined) continue
-            yield* task.executor.send({ $case: "acknowledged", value: { taskId: ack.taskId, uuid: ack.uuid } })
-            // Once its terminal update is acknowledged a task is done: the agent forgets it.
+            // Checkpointed before the next update goes out, so a restart resends from there.
+            if (task !== undefined) yield* recordAck(task, ack.uuid, now)
+            const acked = updates.acknowledge(ack.frameworkId, ack.taskId, ack.uuid, now)
+            if (acked === undefined || task === undefined) continue
+            task.acknowledged = acked
+            yield* task.executor?.send({ $case: "acknowledged", value: { taskId: ack.taskId, uuid: ack.uuid } }) ?? Effect.void
+            // Once its terminal update is acknowledged a task is done: the agent forgets it, and
+            // its sandbox goes after the GC delay.
             if (TaskStates.isTerminal(acked.state)) {
               tasks.delete(key(ack.frameworkId, ack.taskId))
-              yield* task.executor.end
+              yield* task.executor?.end ?? Effect.void
+              yield* gc.schedule({ sandbox: task.sandbox, checkpoint: task.checkpoint }, now, now)
             }
           }
           return
@@ -222,12 +445,16 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       }
     })
 
+  /**
+   * The tasks as the master should know them. Each carries the update in flight (the oldest not
+   * acknowledged), else the last acknowledged: the master then follows the updates as they arrive,
+   * in order, as it does while connected.
+   */
   const reports = (): Array<v1.TaskReport> =>
-    [...tasks.values()].map((t) => ({
-      frameworkId: t.frameworkId,
-      task: t.info,
-      ...(t.latest === undefined ? {} : { latestStatus: t.latest })
-    }))
+    [...tasks.values()].map((t) => {
+      const status = updates.pending(t.frameworkId, t.info.taskId)[0] ?? t.acknowledged ?? t.latest
+      return { frameworkId: t.frameworkId, task: t.info, ...(status === undefined ? {} : { latestStatus: status }) }
+    })
 
   /** One connection to the master: ends (fails) when the stream breaks. */
   const connect = Effect.gen(function*() {
@@ -274,16 +501,38 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   )
 
   // At-least-once delivery: an update the master dropped (it had no subscriber, or restarted) is
-  // resent until acknowledged.
+  // resent until acknowledged, with exponential backoff per update.
+  const tickMs = Math.min(1000, Math.max(20, Math.floor(config.statusUpdateBackoff.minMs / 4)))
   yield* Effect.gen(function*() {
-    updates.resend(yield* Clock.currentTimeMillis, config.statusUpdateRetrySeconds * 1000)
-  }).pipe(Effect.repeat(Schedule.spaced(`${config.statusUpdateRetrySeconds} seconds`)), Effect.forkIn(scope))
+    updates.retry(yield* Clock.currentTimeMillis)
+  }).pipe(Effect.repeat(Schedule.spaced(tickMs)), Effect.forkIn(scope))
+
+  // Stopping the agent: with killTasksOnStop every task is shut down (SIGTERM, SIGKILL after its
+  // grace period, at most STOP_GRACE_SECONDS) and its terminal update checkpointed; without, the
+  // executors are merely interrupted and the tasks keep running for the next agent to re-attach.
+  // Registered last, so it runs first, while the connection and the executors are still up.
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      const stopping = config.killTasksOnStop ? [...tasks.values()].filter((t) => t.fiber !== undefined && t.executor !== undefined) : []
+      if (stopping.length === 0) return
+      for (const task of stopping) {
+        const grace = Math.min(task.info.killPolicy?.gracePeriodSeconds ?? 3, STOP_GRACE_SECONDS)
+        // 0 would mean "the task's own grace period"; a tiny positive one is "at once".
+        yield* task.executor!.send({ $case: "shutdown", value: { gracePeriodSeconds: grace > 0 ? grace : 0.001 } })
+      }
+      yield* Effect.forEach(stopping, (t) => Fiber.await(t.fiber!), { concurrency: "unbounded", discard: true }).pipe(
+        Effect.timeoutOption((STOP_GRACE_SECONDS + 2) * 1000),
+        Effect.interruptible
+      )
+    })
+  )
 
   const agentHandle: AgentHandle = {
     registered: Deferred.await(registered),
     info,
     workDir: config.workDir,
-    pendingUpdates: () => updates.pendingCount()
+    pendingUpdates: () => updates.pendingCount(),
+    pendingGc: () => gc.pending()
   }
   return agentHandle
 })

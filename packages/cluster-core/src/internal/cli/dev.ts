@@ -27,8 +27,9 @@ const prefixLines = (name: string, source: NodeJS.ReadableStream, sink: (line: s
 }
 
 /**
- * A child daemon bound to the scope: on release it gets SIGTERM (the daemon kills its own tasks
- * and exits), and SIGKILL if it has not exited after a few seconds.
+ * A child daemon bound to the scope: on release it gets SIGTERM (agents run with
+ * --kill-tasks-on-stop, so they shut their tasks down, each within at most 10 s, and exit), and
+ * SIGKILL if it has not exited after 15 seconds.
  */
 const daemon = (name: string, entry: string, args: ReadonlyArray<string>, onLine: (line: string) => void) =>
   Effect.acquireRelease(
@@ -41,7 +42,7 @@ const daemon = (name: string, entry: string, args: ReadonlyArray<string>, onLine
     (child: ChildProcess) =>
       Effect.callback<void>((resume) => {
         if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000)
+        const timer = setTimeout(() => child.kill("SIGKILL"), 15_000)
         child.once("exit", () => {
           clearTimeout(timer)
           resume(Effect.void)
@@ -102,6 +103,8 @@ export const run = (options: DevOptions) =>
           options.agentResources,
           "--attributes",
           `rack:r${((i - 1) % 3) + 1}`,
+          // A local cluster leaves nothing behind on Ctrl-C (a real agent leaves its tasks running).
+          "--kill-tasks-on-stop",
           "--hostname",
           `agent-${i}.local`
         ],

@@ -1,4 +1,5 @@
 import { Resources } from "@berth/proto"
+import * as fs from "node:fs"
 import { parseArgs } from "node:util"
 import * as Detect from "../agent/detect.ts"
 
@@ -7,7 +8,19 @@ export class FlagError extends Error {
   override readonly name = "FlagError"
 }
 
-type Kind = "string" | "port" | "endpoint" | "seconds" | "count" | "resources" | "attributes" | "store" | "boolean"
+type Kind =
+  | "string"
+  | "port"
+  | "endpoint"
+  | "seconds"
+  | "count"
+  | "resources"
+  | "attributes"
+  | "store"
+  | "boolean"
+  | "file"
+  | "rate"
+  | "authenticate"
 
 export interface FlagSpec {
   readonly kind: Kind
@@ -59,6 +72,28 @@ const check = (name: string, kind: Kind, value: string): string => {
         fail('must be "memory:", "sqlite:<path>" or "etcd:<host:port>[,<host:port>...]"')
       }
       return value
+    case "file":
+      try {
+        fs.accessSync(value, fs.constants.R_OK)
+        if (!fs.statSync(value).isFile()) fail("must be a readable file")
+      } catch (error) {
+        if (error instanceof FlagError) throw error
+        fail(`must be a readable file: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
+      }
+      return value
+    case "rate":
+      if (!/^\d+(\.\d+)?\/s(,burst=\d+)?$/.test(value)) fail('must be "<n>/s" or "<n>/s,burst=<m>", e.g. "2/s,burst=10"')
+      if (!(Number(value.slice(0, value.indexOf("/"))) > 0)) fail("the rate must be > 0")
+      if (/,burst=0+$/.test(value)) fail("the burst must be >= 1")
+      return value
+    case "authenticate": {
+      const parts = value.split(",").map((p) => p.trim())
+      const known = ["frameworks", "operators", "agents"]
+      if (!(value === "none" || parts.every((p) => known.includes(p)))) {
+        fail('must be "none" or a comma-separated list of frameworks, operators, agents')
+      }
+      return value
+    }
     default:
       if (value.trim() === "") fail("must not be empty")
       return value

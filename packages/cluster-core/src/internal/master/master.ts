@@ -141,9 +141,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const scope = yield* Scope.Scope
   const clock = yield* Clock.Clock
   const context = yield* Effect.context<StateStore.StateStore>()
-  // Bad TLS, credentials or ACL files stop the master before it touches anything.
-  const security = yield* Security.make(config, "master")
   const run = <A, E>(effect: Effect.Effect<A, E, StateStore.StateStore>) => Effect.runForkWith(context)(effect)
+  // Bad TLS, credentials or ACL files stop the master before it touches anything.
+  const security = yield* Security.make(config, "master", (call, peer, error) =>
+    run(Effect.logWarning("call refused").pipe(Effect.annotateLogs({ call, peer, reason: error.message }))))
   const registry = yield* Registry.make
   let allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
 

@@ -1,0 +1,158 @@
+import { v1 } from "@berth/proto"
+import type { CommandExecutor } from "@berth/sdk-executor"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import * as UpdateLog from "./updateLog.ts"
+
+/**
+ * What the agent checkpoints about the tasks it runs, so that a restarted agent (even after
+ * SIGKILL) can take them over. Beside the sandboxes, under `<work-dir>/meta`:
+ *
+ * ```
+ * meta/agent.json                                         agent id and resources (volumes.ts)
+ * meta/frameworks/<fid>/executors/<eid>/runs/<run>/
+ *   run.json        the framework, the task, its sandbox and containerizer (before the launch)
+ *   process.json    the task's process: pid, start time, boot id (before RUNNING is reported)
+ *   exit_status     the command's exit status, written by the task's wrapper shell when it ends
+ *   updates         the status update log: updates (fsync'd before sending) and acknowledgements
+ * ```
+ *
+ * The sandbox of the same run is `<work-dir>/frameworks/<fid>/executors/<eid>/runs/<run>`.
+ */
+export interface Run {
+  readonly frameworkId: string
+  readonly executorId: string
+  readonly runId: string
+  readonly framework: v1.FrameworkInfo
+  readonly task: v1.TaskInfo
+  readonly containerizer: "process" | "docker"
+}
+
+export const metaDir = (workDir: string) => path.join(workDir, "meta")
+
+export const runDir = (workDir: string, run: Pick<Run, "frameworkId" | "executorId" | "runId">): string =>
+  path.join(metaDir(workDir), "frameworks", run.frameworkId, "executors", run.executorId, "runs", run.runId)
+
+export const sandboxDir = (workDir: string, run: Pick<Run, "frameworkId" | "executorId" | "runId">): string =>
+  path.join(workDir, "frameworks", run.frameworkId, "executors", run.executorId, "runs", run.runId)
+
+export const exitStatusFile = (dir: string) => path.join(dir, "exit_status")
+export const updatesFile = (dir: string) => path.join(dir, "updates")
+const runFile = (dir: string) => path.join(dir, "run.json")
+const processFile = (dir: string) => path.join(dir, "process.json")
+
+/** Writes `content` to `file` so that a crash leaves the whole file or none of it. */
+const writeAtomically = async (file: string, content: string): Promise<void> => {
+  const temp = `${file}.tmp`
+  const handle = await fs.open(temp, "w")
+  try {
+    await handle.writeFile(content)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  await fs.rename(temp, file)
+}
+
+/** Records a run before anything of it starts; returns its checkpoint directory. */
+export const writeRun = async (workDir: string, run: Run): Promise<string> => {
+  const dir = runDir(workDir, run)
+  await fs.mkdir(dir, { recursive: true })
+  await writeAtomically(
+    runFile(dir),
+    JSON.stringify({
+      frameworkId: run.frameworkId,
+      executorId: run.executorId,
+      runId: run.runId,
+      containerizer: run.containerizer,
+      framework: v1.FrameworkInfo.toJSON(run.framework),
+      task: v1.TaskInfo.toJSON(run.task)
+    })
+  )
+  return dir
+}
+
+export const writeProcess = (dir: string, process: CommandExecutor.TaskProcess): Promise<void> =>
+  writeAtomically(processFile(dir), JSON.stringify({ pid: process.pid, startTime: process.startTime, bootId: process.bootId }))
+
+/** A run as the checkpoint has it after a restart. */
+export interface Recovered {
+  readonly run: Run
+  readonly dir: string
+  readonly process: CommandExecutor.TaskProcess | undefined
+  readonly log: UpdateLog.Replayed
+}
+
+const readJson = async (file: string): Promise<unknown> => {
+  try {
+    return JSON.parse(await fs.readFile(file, "utf8"))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined
+    throw error
+  }
+}
+
+const listDir = async (dir: string): Promise<Array<string>> => {
+  try {
+    return (await fs.readdir(dir)).filter((name) => !name.startsWith("."))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return []
+    throw error
+  }
+}
+
+/**
+ * Every run in the checkpoint. A run whose record cannot be read (the agent died while writing
+ * it: nothing of it was started) is returned in `unreadable`, with why; its updates log, if any,
+ * is read and its torn tail cut off like every other.
+ */
+export const readRuns = async (workDir: string): Promise<{
+  readonly runs: ReadonlyArray<Recovered>
+  readonly unreadable: ReadonlyArray<{ readonly dir: string; readonly reason: string }>
+  /** Logs that ended in a torn or corrupt record (dropped). */
+  readonly repaired: ReadonlyArray<{ readonly dir: string; readonly problem: string }>
+}> => {
+  const runs: Array<Recovered> = []
+  const unreadable: Array<{ dir: string; reason: string }> = []
+  const repaired: Array<{ dir: string; problem: string }> = []
+  const frameworksDir = path.join(metaDir(workDir), "frameworks")
+  for (const frameworkId of await listDir(frameworksDir)) {
+    const executorsDir = path.join(frameworksDir, frameworkId, "executors")
+    for (const executorId of await listDir(executorsDir)) {
+      const runsDir = path.join(executorsDir, executorId, "runs")
+      for (const runId of await listDir(runsDir)) {
+        const dir = path.join(runsDir, runId)
+        try {
+          const parsed = await UpdateLog.read(updatesFile(dir))
+          if (parsed.problem !== undefined) repaired.push({ dir, problem: parsed.problem })
+          const json = await readJson(runFile(dir)) as
+            | { frameworkId: string; executorId: string; runId: string; containerizer: string; framework: unknown; task: unknown }
+            | undefined
+          if (json === undefined) {
+            unreadable.push({ dir, reason: "no run.json" })
+            continue
+          }
+          const processJson = await readJson(processFile(dir)) as { pid: number; startTime: number; bootId: string } | undefined
+          runs.push({
+            run: {
+              frameworkId: json.frameworkId,
+              executorId: json.executorId,
+              runId: json.runId,
+              containerizer: json.containerizer === "docker" ? "docker" : "process",
+              framework: v1.FrameworkInfo.fromJSON(json.framework),
+              task: v1.TaskInfo.fromJSON(json.task)
+            },
+            dir,
+            process: processJson === undefined
+              ? undefined
+              : { pid: processJson.pid, startTime: processJson.startTime, bootId: processJson.bootId ?? "" },
+            log: UpdateLog.replay(parsed.records)
+          })
+        } catch (error) {
+          unreadable.push({ dir, reason: (error as Error).message })
+        }
+      }
+    }
+  }
+  return { runs, unreadable, repaired }
+}
