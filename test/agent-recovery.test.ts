@@ -137,11 +137,11 @@ describe("agent checkpoint and recovery", () => {
       expect(state.tasks.find((t) => t.info?.taskId === "quick")?.state).toBe(TaskState.FINISHED)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "Error")), 30_000)
 
-  it.live("GC removes an acknowledged sandbox after --gc-delay and leaves the persistent volume", () =>
+  it.live("GC removes an acknowledged sandbox after --gc-delay, also across an agent restart, and leaves the persistent volume", () =>
     Effect.gen(function*() {
       const dir = yield* workDir("berth-gc-")
       const master = yield* MasterSupport.start()
-      const agent = yield* startAgent(master.endpoint, dir, ["--gc-delay", "1"])
+      const agent = yield* startAgent(master.endpoint, dir, ["--gc-delay", "1.5"])
       yield* agent.registered
       const framework = yield* openFramework(master.endpoint, "gc-test", ["gc"])
       const volume: v1.Resource = {
@@ -167,6 +167,14 @@ describe("agent checkpoint and recovery", () => {
       // Kept until the delay has passed.
       expect(fs.readFileSync(path.join(run, "stdout"), "utf8")).toBe("out\n")
       expect(fs.existsSync(checkpoint)).toBe(true)
+      // The acknowledgement of FINISHED is checkpointed: the next agent knows when the delay ends.
+      const log = path.join(checkpoint, "updates")
+      yield* waitUntil("three acknowledgements in the log", () => fs.readFileSync(log, "utf8").split('"ack"').length === 4)
+      yield* killAgent(agent)
+      // Still there: the restarted agent is the one to collect it.
+      expect(fs.existsSync(run)).toBe(true)
+      const restarted = yield* startAgent(master.endpoint, dir, ["--gc-delay", "1.5"])
+      yield* restarted.registered
       yield* waitUntil("the sandbox to be collected", () => !fs.existsSync(run), 10_000)
       yield* waitUntil("the checkpoint to be collected", () => !fs.existsSync(checkpoint), 5000)
       expect(fs.existsSync(path.join(dir, "frameworks", framework.frameworkId))).toBe(false)

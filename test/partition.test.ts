@@ -25,7 +25,7 @@ describe("a partitioned agent", () => {
       const master = yield* MasterSupport.start({ agentPingSeconds: 0.2, agentPingMisses: 5 })
       const agent = yield* Effect.acquireRelease(
         Effect.sync(() =>
-          spawn(process.execPath, [berth, "agent", "--master", master.endpoint, "--work-dir", dir, "--resources", "cpus:1;mem:256"], {
+          spawn(process.execPath, [berth, "agent", "--master", master.endpoint, "--work-dir", dir, "--resources", "cpus:1;mem:256", "--kill-tasks-on-stop"], {
             stdio: "ignore"
           })
         ),

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { v1 } from "@berth/proto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -10,7 +10,15 @@ let counter = 0
 const status = (taskId: string, state: v1.TaskState): v1.TaskStatus =>
   v1.TaskStatus.create({ taskId, state, uuid: new Uint8Array([++counter, 0, 0, 7]), message: `${taskId} ${state}`, healthy: true })
 
-const tempFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "berth-log-")), "updates")
+const tempDirs: Array<string> = []
+const tempFile = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "berth-log-"))
+  tempDirs.push(dir)
+  return path.join(dir, "updates")
+}
+afterAll(() => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true })
+})
 
 describe("the status update log (checkpoint)", () => {
   it("replays updates and acknowledgements: pending in order, latest, completion time", async () => {

@@ -39,7 +39,7 @@ const masterFlags = {
 } satisfies Record<string, Flags.FlagSpec>
 
 const agentFlags = {
-  master: { kind: "endpoint", description: "The master's host:port" },
+  master: { kind: "endpoints", description: "The master's host:port (several, comma-separated, for HA)" },
   "work-dir": { kind: "string", description: "Sandboxes and agent state", default: ".berth/agent" },
   resources: { kind: "resources", description: 'Declared resources, e.g. "cpus:2;mem:1024;ports:[31000-31100]"', default: "" },
   attributes: { kind: "attributes", description: 'Attributes, e.g. "rack:r1;zone:z1"', default: "" },

@@ -126,7 +126,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     Effect.forever,
     Effect.forkIn(scope)
   )
-  const gc = Gc.make({ workDir: config.workDir, delayMs: config.gcDelayMs, scope })
+  const gc = yield* Gc.make({ workDir: config.workDir, delayMs: config.gcDelayMs, scope })
   // Executors run in a scope of their own that closes after the stop finalizer below has run,
   // so that finalizer can still shut them down in order.
   const executors = yield* Scope.fork(scope, "parallel")
@@ -183,7 +183,15 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       task.executor = executor
       const checkpointOptions: DockerExecutor.CheckpointOptions & CommandExecutor.CheckpointOptions = {
         exitStatusFile: Checkpoint.exitStatusFile(task.checkpoint),
-        onStarted: (process) => Effect.promise(() => Checkpoint.writeProcess(task.checkpoint, process)),
+        onStarted: (process) =>
+          Effect.tryPromise(() => Checkpoint.writeProcess(task.checkpoint, process)).pipe(
+            // The task still runs and is watched; only a restarted agent would have to look for it.
+            Effect.catch((error) =>
+              Effect.logError("cannot checkpoint a task's process").pipe(
+                Effect.annotateLogs({ taskId: task.info.taskId, pid: process.pid, error: String(error.cause ?? error) })
+              )
+            )
+          ),
         onInterrupt: config.killTasksOnStop ? "kill" : "leave",
         pollInterval: config.reattachPollMs
       }
@@ -378,6 +386,8 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       switch (message.$case) {
         case "registered": {
           agentId = message.value.agentId
+          failures = 0
+          lastFailed = ""
           yield* Effect.promise(() => Volumes.writeCheckpoint(config.workDir, { agentId, resources: checkpointed }))
           if (message.value.pingIntervalSeconds > 0) pingIntervalMs = message.value.pingIntervalSeconds * 1000
           yield* Deferred.succeed(registered, agentId)
@@ -457,8 +467,16 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     })
 
   /** One connection to the master: ends (fails) when the stream breaks. */
+  // Several masters may be named ("a:5050,b:5050"); a standby names the leader in its answer.
+  const masters = config.master.split(",").map((m) => m.trim()).filter((m) => m !== "")
+  let target = masters[0] ?? config.master
+  let masterIndex = 0
+  /** The master whose connection last failed outright: a stale pointer to it is not followed. */
+  let lastFailed = ""
+  let failures = 0
+
   const connect = Effect.gen(function*() {
-    const client = new v1.AgentServiceClient(config.master, grpc.credentials.createInsecure())
+    const client = new v1.AgentServiceClient(target, grpc.credentials.createInsecure())
     yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
     const call = client.connect()
     yield* Effect.addFinalizer(() => Effect.sync(() => call.cancel()))
@@ -490,13 +508,32 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   }).pipe(Effect.scoped)
 
   const bootId = randomUUID()
+  /** Where to connect next after a failure: the leader a standby named, else the next master. */
+  const nextTarget = (error: unknown) => {
+    const leader = String((error as grpc.ServiceError | undefined)?.metadata?.get("berth-leader")[0] ?? "")
+    if (leader !== "" && leader !== lastFailed) {
+      target = leader
+    } else if (leader === "") {
+      lastFailed = target
+      masterIndex = (masterIndex + 1) % Math.max(masters.length, 1)
+      target = masters[masterIndex] ?? target
+    }
+  }
   yield* connect.pipe(
-    Effect.tapError((error) =>
-      Effect.logWarning("connection to master lost; reconnecting").pipe(
-        Effect.annotateLogs({ master: config.master, error: error.message })
-      )
+    Effect.catch((error) =>
+      Effect.gen(function*() {
+        yield* Effect.logWarning("connection to master lost; reconnecting").pipe(
+          Effect.annotateLogs({ master: target, error: error.message })
+        )
+        nextTarget(error)
+        // Backoff restarts after every registration: a long-lived connection that breaks is
+        // retried quickly (a master failover must not wait out old failures).
+        const delay = Math.min(100 * 2 ** failures, 2000) * (0.5 + Math.random())
+        failures++
+        yield* Effect.sleep(delay)
+      })
     ),
-    Effect.retry(Schedule.min([Schedule.exponential("100 millis", 2), Schedule.spaced("5 seconds")]).pipe(Schedule.jittered)),
+    Effect.forever,
     Effect.forkIn(scope)
   )
 

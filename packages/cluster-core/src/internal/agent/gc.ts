@@ -1,4 +1,4 @@
-import { Effect, Scope } from "effect"
+import { Clock, Deferred, Effect, type Scope } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 
@@ -98,22 +98,40 @@ export const collect = (workDir: string, run: Collectable) =>
 
 /**
  * A collector: `schedule` removes a run `delayMs` after `completedAtMs` (at once when that time
- * is past), in a fiber of `scope`. Timing is on the Effect clock.
+ * is past). One fiber in `scope` works through the runs in time order, so a week of finished
+ * runs costs a list entry each, not a fiber each. Timing is on the Effect clock.
  */
-export const make = (options: { readonly workDir: string; readonly delayMs: number; readonly scope: Scope.Scope }) => {
-  let pending = 0
-  return {
-    schedule: (run: Collectable, completedAtMs: number, nowMs: number) =>
-      Effect.suspend(() => {
-        pending++
-        return Effect.sleep(Math.max(0, completedAtMs + options.delayMs - nowMs)).pipe(
-          Effect.andThen(collect(options.workDir, run)),
-          Effect.ensuring(Effect.sync(() => pending--)),
-          Effect.forkIn(options.scope),
-          Effect.asVoid
-        )
-      }),
-    /** Runs waiting for their removal. */
-    pending: () => pending
-  }
-}
+export const make = (options: { readonly workDir: string; readonly delayMs: number; readonly scope: Scope.Scope }) =>
+  Effect.gen(function*() {
+    /** Runs to remove, the earliest first. */
+    const due: Array<{ readonly atMs: number; readonly run: Collectable }> = []
+    let wake = yield* Deferred.make<void>()
+    yield* Effect.gen(function*() {
+      while (true) {
+        const head = due[0]
+        const now = yield* Clock.currentTimeMillis
+        if (head !== undefined && head.atMs <= now) {
+          due.shift()
+          yield* collect(options.workDir, head.run)
+          continue
+        }
+        // Until the earliest is due, or an earlier one is scheduled.
+        const waiting = Deferred.await(wake)
+        yield* head === undefined ? waiting : Effect.raceFirst(Effect.sleep(head.atMs - now), waiting)
+        if (Deferred.isDoneUnsafe(wake)) wake = yield* Deferred.make<void>()
+      }
+    }).pipe(Effect.forkIn(options.scope))
+    return {
+      schedule: (run: Collectable, completedAtMs: number, _nowMs: number) =>
+        Effect.sync(() => {
+          const atMs = completedAtMs + options.delayMs
+          // Nearly always the latest: runs complete in time order, with the same delay.
+          let index = due.length
+          while (index > 0 && due[index - 1]!.atMs > atMs) index--
+          due.splice(index, 0, { atMs, run })
+          if (index === 0) Deferred.doneUnsafe(wake, Effect.void)
+        }),
+      /** Runs waiting for their removal. */
+      pending: () => due.length
+    }
+  })

@@ -12,6 +12,7 @@ type Kind =
   | "string"
   | "port"
   | "endpoint"
+  | "endpoints"
   | "seconds"
   | "count"
   | "resources"
@@ -42,6 +43,12 @@ const check = (name: string, kind: Kind, value: string): string => {
     }
     case "endpoint":
       if (!ENDPOINT.test(value) || Number(value.slice(value.lastIndexOf(":") + 1)) > 65535) fail("must be host:port")
+      return value
+    case "endpoints":
+      for (const part of value.split(",")) {
+        const e = part.trim()
+        if (!ENDPOINT.test(e) || Number(e.slice(e.lastIndexOf(":") + 1)) > 65535) fail("must be host:port[,host:port...]")
+      }
       return value
     case "seconds":
       if (!/^\d+(\.\d+)?$/.test(value)) fail("must be a number of seconds >= 0")

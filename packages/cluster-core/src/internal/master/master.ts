@@ -368,6 +368,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   const transition = (task: TaskEntry, status: v1.TaskStatus): boolean => {
     const wasTerminal = TaskStates.isTerminal(task.state)
+    // A late duplicate (RUNNING resent after the terminal update arrived) changes nothing: a
+    // terminal task stays terminal and its resources are released once.
+    if (wasTerminal && !TaskStates.isTerminal(status.state)) return false
     task.state = status.state
     task.status = detach(status)
     if (!wasTerminal && TaskStates.isTerminal(status.state)) {
