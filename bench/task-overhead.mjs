@@ -210,7 +210,7 @@ const main = async () => {
   agentLog.length = 0
   agent = spawn(
     process.execPath,
-    ["--expose-gc", "--import", probe, berth, "agent", "--master", master.endpoint, "--work-dir", path.join(tmp, "agent"), "--resources", AGENT_RESOURCES,
+    ["--expose-gc", "--import", probe, berth, "agent", "--master", master.endpoint, "--work-dir", path.join(tmp, "agent"), "--resources", AGENT_RESOURCES, "--kill-tasks-on-stop",
       "--hostname", "bench-agent", "--host", "127.0.0.1", "--port", "0"],
     { stdio: ["ignore", "pipe", "pipe"] }
   )

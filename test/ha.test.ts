@@ -4,17 +4,14 @@ import { Resources, v1 } from "@berth/proto"
 import { StateStore } from "@berth/storage"
 import { Effect, Exit, Layer, References, Scope } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as Framework from "./support/framework.ts"
+import * as TempDir from "./support/tempDir.ts"
 
 describe("high availability", () => {
   it.live("three masters on one registry: the leader is killed, a standby leads, agents and schedulers follow, no task is lost", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-ha-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true, maxRetries: 5 }))
-      )
+      const dir = yield* TempDir.make("berth-ha-")
       const registry = path.join(dir, "registry.db")
       const startMaster = Effect.gen(function*() {
         const scope = yield* Scope.make()

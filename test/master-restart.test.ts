@@ -6,9 +6,9 @@ import { Operator } from "@berth/testkit"
 import { Effect, Exit, Layer, References, Scope } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as Framework from "./support/framework.ts"
+import * as TempDir from "./support/tempDir.ts"
 
 const freePort = Effect.promise(
   () =>
@@ -23,10 +23,7 @@ const freePort = Effect.promise(
 describe("master restart", () => {
   it.live("kills no task: the agent re-registers with it, the scheduler re-subscribes with its framework id, updates still arrive", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-restart-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* TempDir.make("berth-restart-")
       const port = yield* freePort
       // A fresh layer per master: the registry file is the only thing the two masters share.
       const store = () => Layer.fresh(StateStore.layerSqlite({ path: path.join(dir, "master.db") }))

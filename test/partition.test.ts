@@ -5,22 +5,19 @@ import { StateStore } from "@berth/storage"
 import { Effect, References } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Framework from "./support/framework.ts"
 import * as MasterSupport from "./support/master.ts"
 import { alive } from "./support/processes.ts"
+import * as TempDir from "./support/tempDir.ts"
 
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
 
 describe("a partitioned agent", () => {
   it.live("its tasks turn UNREACHABLE after the ping timeout, then RUNNING again when it comes back; nothing is killed", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-partition-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* TempDir.make("berth-partition-")
       // Pings every 200 ms, unreachable after 5 missed ones (1 s).
       const master = yield* MasterSupport.start({ agentPingSeconds: 0.2, agentPingMisses: 5 })
       const agent = yield* Effect.acquireRelease(
@@ -78,10 +75,7 @@ describe("scheduler failover timeout", () => {
   it.live("away shorter than its failover timeout: nothing is lost; away longer: torn down, tasks killed", () =>
     Effect.gen(function*() {
       const master = yield* MasterSupport.start()
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-failover-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* TempDir.make("berth-failover-")
       yield* Agent.start({ master: master.endpoint, workDir: dir, resources: "cpus:1;mem:256" })
       const sleeper = v1.TaskInfo.create({
         name: "sleeper",

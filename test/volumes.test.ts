@@ -4,10 +4,10 @@ import { Resources, v1 } from "@berth/proto"
 import { StateStore } from "@berth/storage"
 import { Effect, Exit, References, Scope } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as Framework from "./support/framework.ts"
 import * as MasterSupport from "./support/master.ts"
+import * as TempDir from "./support/tempDir.ts"
 
 const ROLE = "db"
 const reservation: v1.ReservationInfo = {
@@ -32,10 +32,7 @@ const hasVolume = (offer: v1.Offer) => offer.resources.some((r) => r.disk?.persi
 describe("reservations and persistent volumes", () => {
   it.live("reserve → create → launch → the volume comes back with its data, across an agent restart → destroy → unreserve", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-volumes-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* TempDir.make("berth-volumes-")
       const master = yield* MasterSupport.start()
       const workDir = path.join(dir, "agent")
       const startAgent = (scope: Scope.Scope) =>
@@ -135,10 +132,7 @@ describe("reservations and persistent volumes", () => {
   it.live("rejects invalid reservation and volume orders, naming the field and the rule", () =>
     Effect.gen(function*() {
       const master = yield* MasterSupport.start()
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "berth-volumes-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* TempDir.make("berth-volumes-")
       yield* Agent.start({ master: master.endpoint, workDir: dir, resources: "cpus:2;mem:1024;disk:2048" })
       const framework = yield* Framework.open(master.endpoint, "db", { roles: [ROLE] })
       const offer = yield* framework.nextOffer
