@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as grpc from "@grpc/grpc-js"
-import { Master, Security } from "@berth/cluster-core"
+import { Agent, Master, Security } from "@berth/cluster-core"
 import { Resources, v1 } from "@berth/proto"
 import { SchedulerSession } from "@berth/sdk-scheduler"
 import { StateStore } from "@berth/storage"
@@ -170,6 +170,31 @@ describe("transport security", () => {
       const framework = yield* Framework.open(cluster.master, "mtls-fw", {}, { tls })
       expect((yield* cluster.operator.state).frameworks.map((f) => f.info?.frameworkId)).toEqual([framework.frameworkId])
     }).pipe(quiet), 20_000)
+
+  it.live("a whole secured cluster: agents register over mutual TLS as agent principals, a framework launches a task", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ agents: 2, tls: "mutual", authentication: true })
+      const state = yield* cluster.operator.state
+      expect(state.agents).toHaveLength(2)
+      const framework = yield* Framework.open(cluster.master, "secured", {}, {
+        tls: cluster.security.tls,
+        credentials: cluster.security.credentials!.framework
+      })
+      const offer = yield* framework.nextOffer
+      yield* framework.session.accept([offer.offerId], [
+        Framework.launch([v1.TaskInfo.create({ taskId: "secured", resources: [Resources.scalar("cpus", 0.1)], command: { shell: true, value: "echo ok" } })])
+      ])
+      yield* framework.awaitState("secured", v1.TaskState.FINISHED)
+      // An agent without the agent principal's credentials is refused, even with the right certificate.
+      const rogue = yield* Effect.flip(Agent.start({
+        master: cluster.master,
+        workDir: path.join(cluster.workDir, "rogue"),
+        resources: "cpus:1;mem:128",
+        tls: cluster.security.tls!
+      }).pipe(Effect.flatMap((a) => a.registered), Effect.timeout("2 seconds")))
+      expect(rogue._tag).toBe("TimeoutError")
+      expect((yield* cluster.operator.state).agents).toHaveLength(2)
+    }).pipe(quiet), 30_000)
 
   it.live("authentication and authorisation: refused calls name the reason and the field, and change nothing", () =>
     Effect.gen(function*() {

@@ -23,6 +23,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { StartupError } from "./ClusterError.ts"
 import * as internal from "./internal/agent/agent.ts"
+import type * as Security from "./Security.ts"
+import * as SecurityInternal from "./internal/security.ts"
 import * as Detect from "./internal/agent/detect.ts"
 
 export type Handle = internal.AgentHandle
@@ -70,6 +72,10 @@ export interface Options {
   readonly killTasksOnStop?: boolean
   /** Milliseconds between polls of a re-attached task for its end (default 1000). */
   readonly reattachPollMs?: number
+  /** TLS to the master (the master's CA; a certificate and key when it requires mutual TLS). */
+  readonly tls?: Security.ClientTls
+  /** The agent principal's credentials, when the master authenticates agents. */
+  readonly credentials?: Security.ClientCredentials
 }
 
 /** Starts an agent that registers with the master and serves until the scope closes. */
@@ -103,7 +109,13 @@ export const start = (options: Options): Effect.Effect<Handle, StartupError, Sco
       }),
       catch: (error) => new StartupError({ component: "agent", reason: error instanceof Error ? error.message : String(error) })
     })
+    const channel = yield* Effect.try({
+      try: () => SecurityInternal.channelCredentials(options.tls),
+      catch: (error) => new StartupError({ component: "agent", reason: (error as Error).message })
+    })
     return yield* internal.make({
+      channelCredentials: channel,
+      clientOptions: SecurityInternal.clientOptions(options.credentials),
       master: options.master,
       workDir,
       hostname: options.hostname ?? os.hostname(),

@@ -120,15 +120,6 @@ export const make = (
     const quiet = Effect.provideService(References.MinimumLogLevel, options.logLevel ?? "Warn")
     const count = options.agents ?? 3
     const security = yield* secure(workDir, options)
-    if (count > 0 && (security.certificates !== undefined || security.authentication?.agents === true)) {
-      // TODO(agent TLS/credentials): pass security.tls, security.certificates.client and
-      // security.credentials.agent to Agent.start once it takes them, and drop this check.
-      return yield* new ClusterError.StartupError({
-        component: "testkit",
-        reason: "agents cannot speak TLS or authenticate to the master yet: use agents: 0 with tls, " +
-          "or authentication: { agents: false } without tls"
-      })
-    }
     const master = yield* Master.start({ port: 0, ...options.master, ...security.master }).pipe(
       Effect.provide(storeContext),
       quiet
@@ -146,7 +137,11 @@ export const make = (
         hostname: `agent-${index + 1}.test`,
         resources: options.agentResources ?? "cpus:2;mem:2048;disk:4096;ports:[31000-31999]",
         attributes: options.agentAttributes?.(index) ?? `rack:r${(index % 3) + 1}`,
-        statusUpdateRetrySeconds: options.statusUpdateRetrySeconds ?? 10
+        statusUpdateRetrySeconds: options.statusUpdateRetrySeconds ?? 10,
+        ...(security.client.tls === undefined ? {} : { tls: security.client.tls }),
+        ...(security.client.credentials?.agent === undefined || security.authentication?.agents === false
+          ? {}
+          : { credentials: security.client.credentials.agent })
       }).pipe(Scope.provide(scope), quiet)
       const agentId = yield* agent.registered.pipe(
         Effect.timeoutOrElse({

@@ -3,6 +3,7 @@
  * The `berth` command: `berth master`, `berth agent` and `berth dev`. Flags are checked before
  * anything starts; a bad one prints one line naming the flag and the rule and exits 2.
  */
+import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -50,7 +51,13 @@ const agentFlags = {
   "gc-delay": { kind: "seconds", description: "Seconds a finished task's sandbox is kept once its last update is acknowledged", default: "604800" },
   "status-update-retry-min": { kind: "seconds", description: "Seconds before an unacknowledged status update is resent (doubling)", default: "10" },
   "status-update-retry-max": { kind: "seconds", description: "Most seconds between resends of an unacknowledged status update", default: "600" },
-  "kill-tasks-on-stop": { kind: "boolean", description: "Kill the tasks when the agent stops (else they keep running for the next agent)", default: "" }
+  "kill-tasks-on-stop": { kind: "boolean", description: "Kill the tasks when the agent stops (else they keep running for the next agent)", default: "" },
+  "tls-ca": { kind: "string", description: "PEM file of the CA that signed the master's certificate (TLS to the master)", default: "" },
+  "tls-cert": { kind: "string", description: "PEM client certificate, when the master requires mutual TLS", default: "" },
+  "tls-key": { kind: "string", description: "PEM key of --tls-cert", default: "" },
+  principal: { kind: "string", description: "Agent principal, when the master authenticates agents (with --secret-file)", default: "" },
+  "secret-file": { kind: "string", description: "File holding the principal's secret (kept off the command line)", default: "" },
+  "token-file": { kind: "string", description: "File holding a bearer token (instead of --principal and --secret-file)", default: "" }
 } satisfies Record<string, Flags.FlagSpec>
 
 const devFlags = {
@@ -184,6 +191,36 @@ const Simulator = await import("../Simulator.ts")
 const Dev = await import("../internal/cli/dev.ts")
 const State = await import("../internal/cli/state.ts")
 
+/** TLS and credentials of `berth agent`, read and checked before anything starts. */
+const agentSecurity = () => {
+  const refuse = (flag: string, rule: string): never => {
+    process.stderr.write(`berth agent: --${flag}: ${rule}\n`)
+    process.exit(2)
+  }
+  const read = (flag: string) => {
+    try {
+      return fs.readFileSync(flags[flag]!, "utf8").trim()
+    } catch (error) {
+      return refuse(flag, `cannot read ${flags[flag]}: ${(error as Error).message}`)
+    }
+  }
+  if ((flags["tls-cert"] === "") !== (flags["tls-key"] === "")) refuse(flags["tls-cert"] === "" ? "tls-cert" : "tls-key", "--tls-cert and --tls-key go together")
+  if (flags.principal !== "" && flags["secret-file"] === "") refuse("secret-file", "is required with --principal")
+  if (flags.principal !== "" && flags["token-file"] !== "") refuse("token-file", "give either --principal with --secret-file, or --token-file")
+  const tls = flags["tls-ca"] === "" && flags["tls-cert"] === ""
+    ? undefined
+    : {
+      ...(flags["tls-ca"] === "" ? {} : { ca: flags["tls-ca"]! }),
+      ...(flags["tls-cert"] === "" ? {} : { cert: flags["tls-cert"]!, key: flags["tls-key"]! })
+    }
+  const credentials = flags["token-file"] !== ""
+    ? { token: read("token-file") }
+    : flags.principal !== ""
+    ? { principal: flags.principal!, secret: read("secret-file") }
+    : undefined
+  return { ...(tls === undefined ? {} : { tls }), ...(credentials === undefined ? {} : { credentials }) }
+}
+
 const program = (() => {
   switch (command) {
     case "master":
@@ -246,7 +283,8 @@ const program = (() => {
           gcDelaySeconds: Number(flags["gc-delay"]),
           statusUpdateRetrySeconds: Number(flags["status-update-retry-min"]),
           statusUpdateRetryMaxSeconds: Number(flags["status-update-retry-max"]),
-          killTasksOnStop: flags["kill-tasks-on-stop"] === "true"
+          killTasksOnStop: flags["kill-tasks-on-stop"] === "true",
+          ...agentSecurity()
         })
         const agentId = yield* agent.registered
         process.stdout.write(`berth agent ${agentId} registered with ${flags.master}\n`)

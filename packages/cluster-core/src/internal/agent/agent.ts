@@ -17,6 +17,10 @@ import { StartupError } from "../../ClusterError.ts"
 export interface AgentConfig {
   /** The master's "host:port". */
   readonly master: string
+  /** How the agent's connection to the master is secured (plaintext by default). */
+  readonly channelCredentials: grpc.ChannelCredentials
+  /** Client options carrying the agent principal's credentials, if any. */
+  readonly clientOptions: grpc.ClientOptions
   /** Sandboxes and agent state live under this directory. */
   readonly workDir: string
   readonly hostname: string
@@ -476,7 +480,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   let failures = 0
 
   const connect = Effect.gen(function*() {
-    const client = new v1.AgentServiceClient(target, grpc.credentials.createInsecure())
+    const client = new v1.AgentServiceClient(target, config.channelCredentials, config.clientOptions)
     yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
     const call = client.connect()
     yield* Effect.addFinalizer(() => Effect.sync(() => call.cancel()))
