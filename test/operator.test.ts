@@ -84,6 +84,37 @@ describe("operator API", () => {
       expect(back.agentId).toBe(cluster.agents[0]!.agentId)
     }))
 
+  it.live("operator reservations: reserved resources go to their role only, survive in the agent's resources, and can be released", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ agents: 1, agentResources: "cpus:4;mem:4096;disk:1024" })
+      const agentId = cluster.agents[0]!.agentId
+      const reservation: v1.ReservationInfo = { type: v1.ReservationInfo_Type.DYNAMIC, role: "db", principal: "", labels: { labels: [{ key: "by", value: "ops" }] } }
+      const reserved = [Resources.scalar("cpus", 3), Resources.scalar("mem", 1024)].map((r) => ({ ...r, reservations: [reservation] }))
+
+      const tooMuch = yield* Effect.flip(cluster.operator.reserveResources({ agentId, resources: [{ ...Resources.scalar("cpus", 64), reservations: [reservation] }] }))
+      expect([tooMuch.field, tooMuch.rule]).toEqual(["resources", expect.stringMatching(/^needs cpus:64 free on agent/)])
+      const unreservedInput = yield* Effect.flip(cluster.operator.reserveResources({ agentId, resources: [Resources.scalar("cpus", 1)] }))
+      expect(unreservedInput.field).toBe("resources[0].reservations")
+
+      yield* cluster.operator.reserveResources({ agentId, resources: reserved })
+      const state = yield* cluster.operator.state
+      expect(Resources.format(state.agents[0]!.info!.resources)).toBe("cpus:1;cpus(db):3;mem:3072;mem(db):1024;disk:1024;ports:[31000-32000]")
+
+      // Only the db role sees them.
+      const web = yield* Framework.open(cluster.master, "web", { roles: ["web"] })
+      const webOffer = yield* web.nextOffer
+      expect(Resources.sumScalar(webOffer.resources, "cpus")).toBe(1)
+      const db = yield* Framework.open(cluster.master, "db", { roles: ["db"] })
+      const dbOffer = yield* db.nextOffer
+      expect(Resources.format(dbOffer.resources.filter((r) => r.reservations.length > 0))).toBe("cpus(db):3;mem(db):1024")
+
+      yield* db.session.decline([dbOffer.offerId], { refuseSeconds: 0 })
+      yield* web.session.decline([webOffer.offerId], { refuseSeconds: 0 })
+      yield* cluster.operator.unreserveResources({ agentId, resources: reserved })
+      const after = yield* cluster.operator.state
+      expect(after.agents[0]!.info!.resources.every((r) => r.reservations.length === 0)).toBe(true)
+    }))
+
   it.live("mark gone: tasks become GONE_BY_OPERATOR and the agent may not register again", () =>
     Effect.gen(function*() {
       const cluster = yield* TestCluster.make({ agents: 1 })

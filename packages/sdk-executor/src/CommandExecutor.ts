@@ -157,6 +157,11 @@ export interface Recovered {
 export interface RunOptions {
   /** The task's working directory; its output goes to the files `stdout` and `stderr` in it. */
   readonly sandbox: string
+  /**
+   * Where the files `stdout` and `stderr` go instead of the sandbox (it must exist). The default
+   * executor gives each task of a group `tasks/<taskId>` inside the group's shared sandbox.
+   */
+  readonly outputDir?: string | undefined
   /** Environment for the command, before the task's own variables and the BERTH_* ones. */
   readonly env?: Record<string, string> | undefined
   /** SIGTERM → SIGKILL grace when neither the kill nor the task gives one. Default 3 seconds. */

@@ -6,5 +6,6 @@
  */
 export * as ExecutorSession from "./ExecutorSession.ts"
 export * as CommandExecutor from "./CommandExecutor.ts"
+export * as DefaultExecutor from "./DefaultExecutor.ts"
 export * as ExecutorError from "./ExecutorError.ts"
 export * as DockerExecutor from "./DockerExecutor.ts"

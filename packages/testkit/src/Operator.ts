@@ -56,6 +56,8 @@ export interface Operator {
   readonly drainAgent: (request: v1.DrainAgentRequest) => Effect.Effect<void, OperatorError>
   readonly reactivateAgent: (agentId: string) => Effect.Effect<void, OperatorError>
   readonly markAgentGone: (agentId: string) => Effect.Effect<void, OperatorError>
+  readonly reserveResources: (request: v1.ReserveResourcesRequest) => Effect.Effect<void, OperatorError>
+  readonly unreserveResources: (request: v1.UnreserveResourcesRequest) => Effect.Effect<void, OperatorError>
   /** The cluster event stream: a snapshot first, then every change. */
   readonly events: Stream.Stream<NonNullable<v1.WatchEventsResponse["event"]>, OperatorError>
 }
@@ -99,6 +101,10 @@ export const make = (endpoint: string, options: Options = {}): Effect.Effect<Ope
         ),
       markAgentGone: (agentId) =>
         Effect.asVoid(unary<v1.MarkAgentGoneRequest, v1.MarkAgentGoneResponse>("MarkAgentGone", client.markAgentGone)({ agentId })),
+      reserveResources: (r) =>
+        Effect.asVoid(unary<v1.ReserveResourcesRequest, v1.ReserveResourcesResponse>("ReserveResources", client.reserveResources)(r)),
+      unreserveResources: (r) =>
+        Effect.asVoid(unary<v1.UnreserveResourcesRequest, v1.UnreserveResourcesResponse>("UnreserveResources", client.unreserveResources)(r)),
       events: Stream.callback<NonNullable<v1.WatchEventsResponse["event"]>, OperatorError>((queue) =>
         Effect.acquireRelease(
           Effect.sync(() => {

@@ -86,7 +86,7 @@ const terminalStatus = (
 }
 
 /** Why `info` cannot be run by this executor, naming the field and the rule, if it cannot. */
-const taskProblem = (info: v1.TaskInfo): string | undefined => {
+export const taskProblem = (info: v1.TaskInfo): string | undefined => {
   const problem = commandProblem(info.command)
   if (problem !== undefined) return problem
   for (const [index, uri] of info.command!.uris.entries()) {
@@ -205,7 +205,8 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
           sandbox: options.sandbox,
           command,
           env: environment(info),
-          exitStatusFile: checkpoint?.exitStatusFile
+          exitStatusFile: checkpoint?.exitStatusFile,
+          outputDir: options.outputDir
         }),
         // The executor is stopping with its task still running (interrupted): nothing may outlive
         // it, unless the task is checkpointed to be re-attached later.

@@ -307,6 +307,8 @@ export const start = (options: {
   readonly command: v1.CommandInfo
   readonly env: Record<string, string>
   readonly exitStatusFile?: string | undefined
+  /** Where the files `stdout` and `stderr` go (default the sandbox; a task of a group has its own). */
+  readonly outputDir?: string | undefined
 }): Effect.Effect<{ readonly child: ChildProcess; readonly handle: TaskHandle }, LaunchError> =>
   Effect.callback<{ readonly child: ChildProcess; readonly handle: TaskHandle }, LaunchError>((resume) => {
     const { command, sandbox, taskId, exitStatusFile } = options
@@ -314,7 +316,8 @@ export const start = (options: {
     const fds: Array<number> = []
     let child: ChildProcess
     try {
-      fds.push(fs.openSync(path.join(sandbox, "stdout"), "a"), fs.openSync(path.join(sandbox, "stderr"), "a"))
+      const outputDir = options.outputDir ?? sandbox
+      fds.push(fs.openSync(path.join(outputDir, "stdout"), "a"), fs.openSync(path.join(outputDir, "stderr"), "a"))
       const [file, args] = command.shell
         ? ["/bin/sh", ["-c", command.value]]
         : [command.value, command.arguments.slice(1)]

@@ -18,6 +18,10 @@ import * as UpdateLog from "./updateLog.ts"
  * ```
  *
  * The sandbox of the same run is `<work-dir>/frameworks/<fid>/executors/<eid>/runs/<run>`.
+ *
+ * A task group (LAUNCH_GROUP) is one run of its executor: `run.json` holds the executor and every
+ * task of the group, and each task has the files above (but run.json) in `tasks/<taskId>/` of the
+ * run's checkpoint directory. The group's tasks share the run's sandbox.
  */
 export interface Run {
   readonly frameworkId: string
@@ -75,6 +79,55 @@ export const writeRun = async (workDir: string, run: Run): Promise<string> => {
 export const writeProcess = (dir: string, process: CommandExecutor.TaskProcess): Promise<void> =>
   writeAtomically(processFile(dir), JSON.stringify({ pid: process.pid, startTime: process.startTime, bootId: process.bootId }))
 
+/** A task group run by one executor (LAUNCH_GROUP). */
+export interface GroupRun {
+  readonly frameworkId: string
+  readonly executorId: string
+  readonly runId: string
+  readonly framework: v1.FrameworkInfo
+  readonly executor: v1.ExecutorInfo
+  readonly tasks: ReadonlyArray<v1.TaskInfo>
+}
+
+/** The checkpoint directory of one task of a group, inside its group's run directory. */
+export const groupTaskDir = (dir: string, taskId: string) => path.join(dir, "tasks", taskId)
+
+/** Records a task group before anything of it starts; returns its checkpoint directory. */
+export const writeGroupRun = async (workDir: string, run: GroupRun): Promise<string> => {
+  const dir = runDir(workDir, run)
+  for (const task of run.tasks) await fs.mkdir(groupTaskDir(dir, task.taskId), { recursive: true })
+  await writeAtomically(
+    runFile(dir),
+    JSON.stringify({
+      kind: "group",
+      frameworkId: run.frameworkId,
+      executorId: run.executorId,
+      runId: run.runId,
+      framework: v1.FrameworkInfo.toJSON(run.framework),
+      executor: v1.ExecutorInfo.toJSON(run.executor),
+      tasks: run.tasks.map((task) => v1.TaskInfo.toJSON(task))
+    })
+  )
+  return dir
+}
+
+/** A task group as the checkpoint has it after a restart: each task with its own log and process. */
+export interface RecoveredGroup {
+  readonly run: GroupRun
+  readonly dir: string
+  readonly tasks: ReadonlyArray<{
+    readonly task: v1.TaskInfo
+    readonly dir: string
+    readonly process: CommandExecutor.TaskProcess | undefined
+    readonly log: UpdateLog.Replayed
+  }>
+}
+
+const readProcess = async (dir: string): Promise<CommandExecutor.TaskProcess | undefined> => {
+  const json = await readJson(processFile(dir)) as { pid: number; startTime: number; bootId: string } | undefined
+  return json === undefined ? undefined : { pid: json.pid, startTime: json.startTime, bootId: json.bootId ?? "" }
+}
+
 /** A run as the checkpoint has it after a restart. */
 export interface Recovered {
   readonly run: Run
@@ -108,11 +161,13 @@ const listDir = async (dir: string): Promise<Array<string>> => {
  */
 export const readRuns = async (workDir: string): Promise<{
   readonly runs: ReadonlyArray<Recovered>
+  readonly groups: ReadonlyArray<RecoveredGroup>
   readonly unreadable: ReadonlyArray<{ readonly dir: string; readonly reason: string }>
   /** Logs that ended in a torn or corrupt record (dropped). */
   readonly repaired: ReadonlyArray<{ readonly dir: string; readonly problem: string }>
 }> => {
   const runs: Array<Recovered> = []
+  const groups: Array<RecoveredGroup> = []
   const unreadable: Array<{ dir: string; reason: string }> = []
   const repaired: Array<{ dir: string; problem: string }> = []
   const frameworksDir = path.join(metaDir(workDir), "frameworks")
@@ -123,6 +178,32 @@ export const readRuns = async (workDir: string): Promise<{
       for (const runId of await listDir(runsDir)) {
         const dir = path.join(runsDir, runId)
         try {
+          const group = await readJson(runFile(dir)) as
+            | { kind?: string; frameworkId: string; executorId: string; runId: string; framework: unknown; executor: unknown; tasks: Array<unknown> }
+            | undefined
+          if (group?.kind === "group") {
+            const tasks: Array<RecoveredGroup["tasks"][number]> = []
+            for (const json of group.tasks) {
+              const task = v1.TaskInfo.fromJSON(json)
+              const taskDir = groupTaskDir(dir, task.taskId)
+              const parsed = await UpdateLog.read(updatesFile(taskDir))
+              if (parsed.problem !== undefined) repaired.push({ dir: taskDir, problem: parsed.problem })
+              tasks.push({ task, dir: taskDir, process: await readProcess(taskDir), log: UpdateLog.replay(parsed.records) })
+            }
+            groups.push({
+              run: {
+                frameworkId: group.frameworkId,
+                executorId: group.executorId,
+                runId: group.runId,
+                framework: v1.FrameworkInfo.fromJSON(group.framework),
+                executor: v1.ExecutorInfo.fromJSON(group.executor),
+                tasks: tasks.map((t) => t.task)
+              },
+              dir,
+              tasks
+            })
+            continue
+          }
           const parsed = await UpdateLog.read(updatesFile(dir))
           if (parsed.problem !== undefined) repaired.push({ dir, problem: parsed.problem })
           const json = await readJson(runFile(dir)) as
@@ -154,5 +235,5 @@ export const readRuns = async (workDir: string): Promise<{
       }
     }
   }
-  return { runs, unreadable, repaired }
+  return { runs, groups, unreadable, repaired }
 }

@@ -243,12 +243,16 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
       if (framework !== undefined) charge(framework, roleName, resources, -1)
       else add(role(roleName).allocated, resources, -1)
     },
-    /** Turns some of an agent's resources into others of the same quantity (RESERVE, CREATE, ...). */
-    convert(agentId: string, from: ReadonlyArray<v1.Resource>, to: ReadonlyArray<v1.Resource>): void {
+    /**
+     * Turns some of an agent's resources into others of the same quantity (RESERVE, CREATE, ...).
+     * `allocated`: whether they are held by a framework (an offer being accepted) or free (an
+     * operator's reservation).
+     */
+    convert(agentId: string, from: ReadonlyArray<v1.Resource>, to: ReadonlyArray<v1.Resource>, allocated = true): void {
       const agent = agents.get(agentId)
       if (agent === undefined) return
       agent.total = Resources.add(Resources.subtract(agent.total, from), to)
-      setAgentAllocated(agent, Resources.add(Resources.subtract(agent.allocated, from), to))
+      setAgentAllocated(agent, allocated ? Resources.add(Resources.subtract(agent.allocated, from), to) : agent.allocated)
     },
     setWeight(roleName: string, weight: number): void {
       weights.set(roleName, weight)

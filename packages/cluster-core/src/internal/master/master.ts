@@ -119,14 +119,46 @@ interface FrameworkEntry {
   failoverDeadlineMs: number | undefined
 }
 
+/**
+ * One task, kept compact: a master holds 100,000 of them (docs/performance.md, "Master at scale").
+ * The TaskInfo (less its resources) and the latest status are kept protobuf-encoded in one-byte
+ * strings and decoded only when asked for; ids are shared strings, and equal resource lists are
+ * one shared (never mutated) array. Build with `makeTask`, store with `putTask` / `dropTask`.
+ */
 interface TaskEntry {
   readonly frameworkId: string
   readonly agentId: string
   /** The role the task's resources were allocated to. */
   readonly role: string
-  readonly info: v1.TaskInfo
+  readonly taskId: string
+  /** The task's executor (a task group's), "" for a command task. */
+  readonly executorId: string
+  readonly resources: ReadonlyArray<v1.Resource>
+  readonly killPolicy: v1.KillPolicy | undefined
+  /** The TaskInfo without its resources, encoded (latin1): `taskInfo` decodes it. */
+  readonly packedInfo: string
   state: v1.TaskState
-  status: v1.TaskStatus | undefined
+  /** The latest status, encoded (latin1) without the task's own ids: `taskStatus` decodes it. */
+  packedStatus: string | undefined
+}
+
+const latin1 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")
+const fromLatin1 = (text: string) => Buffer.from(text, "latin1")
+const emptyTaskInfo = v1.TaskInfo.create()
+
+const packStatus = (status: v1.TaskStatus | undefined, taskId: string, agentId: string): string | undefined =>
+  status === undefined ? undefined : latin1(v1.TaskStatus.encode({
+    ...status,
+    taskId: status.taskId === taskId ? "" : status.taskId,
+    agentId: status.agentId === agentId ? "" : status.agentId
+  }).finish())
+
+const taskInfo = (task: TaskEntry): v1.TaskInfo => ({ ...v1.TaskInfo.decode(fromLatin1(task.packedInfo)), resources: [...task.resources] })
+
+const taskStatus = (task: TaskEntry): v1.TaskStatus | undefined => {
+  if (task.packedStatus === undefined) return undefined
+  const status = v1.TaskStatus.decode(fromLatin1(task.packedStatus))
+  return { ...status, taskId: status.taskId || task.taskId, agentId: status.agentId || task.agentId }
 }
 
 const roleOf = (resources: ReadonlyArray<v1.Resource>) => resources.find((r) => r.allocationRole !== "")?.allocationRole ?? "*"
@@ -172,6 +204,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
    */
   const loadRegistry = Effect.gen(function*() {
     for (const map of [agents, frameworks, tasks, offers, operationStatuses, admittedAgents, drainingAgents]) map.clear()
+    tasksByAgent.clear()
+    offersByAgent.clear()
     removedFrameworks.clear()
     goneAgents.clear()
     allocator = Allocator.make({ minimumAllocatable: config.minimumAllocatable })
@@ -233,6 +267,77 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const kick = () => Queue.offerUnsafe(kicks, undefined)
   const taskKey = (frameworkId: string, taskId: string) => `${frameworkId}/${taskId}`
 
+  /** Ids shared by many tasks are kept once. */
+  const sharedStrings = new Map<string, string>()
+  const intern = (text: string) => {
+    const found = sharedStrings.get(text)
+    if (found !== undefined) return found
+    sharedStrings.set(text, text)
+    return text
+  }
+  /** Equal resource lists, one array: most tasks of a framework ask for the same resources. */
+  const resourceLists = new Map<string, ReadonlyArray<v1.Resource>>()
+  const internResources = (resources: ReadonlyArray<v1.Resource>): ReadonlyArray<v1.Resource> => {
+    const key = latin1(v1.TaskInfo.encode({ ...emptyTaskInfo, resources: [...resources] }).finish())
+    const found = resourceLists.get(key)
+    if (found !== undefined) return found
+    // Bounded: past this many distinct lists new ones are simply not shared with earlier ones.
+    if (resourceLists.size >= 10_000) resourceLists.clear()
+    // Decoded afresh, so nothing keeps a view into the received message alive.
+    const own = v1.TaskInfo.decode(fromLatin1(key)).resources
+    resourceLists.set(key, own)
+    return own
+  }
+  const makeTask = (
+    frameworkId: string,
+    agentId: string,
+    role: string,
+    info: v1.TaskInfo,
+    state: v1.TaskState,
+    status: v1.TaskStatus | undefined
+  ): TaskEntry => ({
+    frameworkId: intern(frameworkId),
+    agentId: intern(agentId),
+    role: intern(role),
+    taskId: info.taskId,
+    executorId: info.executor === undefined ? "" : intern(info.executor.executorId),
+    resources: internResources(info.resources),
+    killPolicy: info.killPolicy === undefined ? undefined : { ...info.killPolicy },
+    packedInfo: latin1(v1.TaskInfo.encode({ ...info, resources: [] }).finish()),
+    state,
+    packedStatus: packStatus(status, info.taskId, agentId)
+  })
+  const setStatus = (task: TaskEntry, status: v1.TaskStatus) => {
+    task.state = status.state
+    task.packedStatus = packStatus(status, task.taskId, task.agentId)
+  }
+
+  /** Tasks by agent: registration, unreachability, draining and the agent view look only at one agent's. */
+  const tasksByAgent = new Map<string, Map<string, TaskEntry>>()
+  const noTasks: ReadonlyMap<string, TaskEntry> = new Map()
+  const tasksOn = (agentId: string): ReadonlyMap<string, TaskEntry> => tasksByAgent.get(agentId) ?? noTasks
+  const putTask = (key: string, task: TaskEntry) => {
+    const before = tasks.get(key)
+    if (before !== undefined && before.agentId !== task.agentId) tasksByAgent.get(before.agentId)?.delete(key)
+    tasks.set(key, task)
+    let onAgent = tasksByAgent.get(task.agentId)
+    if (onAgent === undefined) {
+      onAgent = new Map()
+      tasksByAgent.set(task.agentId, onAgent)
+    }
+    onAgent.set(key, task)
+  }
+  const dropTask = (key: string) => {
+    const task = tasks.get(key)
+    if (task === undefined) return
+    tasks.delete(key)
+    const onAgent = tasksByAgent.get(task.agentId)
+    onAgent?.delete(key)
+    if (onAgent?.size === 0) tasksByAgent.delete(task.agentId)
+  }
+  /** Outstanding offer ids by agent. */
+  const offersByAgent = new Map<string, Set<string>>()
+
   const updateEvent = (statuses: Array<v1.TaskStatus>): v1.SubscribeResponse => ({
     event: { $case: "update", value: { statuses } }
   })
@@ -261,8 +366,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const notify = (updates: ReadonlyArray<{ readonly frameworkId: string; readonly status: v1.TaskStatus }>) => {
     const byFramework = new Map<string, Array<v1.TaskStatus>>()
     for (const { frameworkId, status } of updates) {
-      byFramework.set(frameworkId, [...(byFramework.get(frameworkId) ?? []), status])
-      if (status.reason !== v1.TaskStatus_Reason.RECONCILIATION && status.state !== v1.TaskState.UNKNOWN) {
+      const list = byFramework.get(frameworkId)
+      if (list === undefined) byFramework.set(frameworkId, [status])
+      else list.push(status)
+      if (watchers.size > 0 && status.reason !== v1.TaskStatus_Reason.RECONCILIATION && status.state !== v1.TaskState.UNKNOWN) {
         emit({ $case: "taskUpdated", value: { frameworkId, status, state: status.state } })
       }
     }
@@ -273,7 +380,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const pendingKills = new Map<string, Map<string, v1.ConnectResponse_KillTask>>()
   const sendKills = (kills: ReadonlyArray<{ readonly agentId: string; readonly kill: v1.ConnectResponse_KillTask }>) => {
     const byAgent = new Map<string, Array<v1.ConnectResponse_KillTask>>()
-    for (const { agentId, kill } of kills) byAgent.set(agentId, [...(byAgent.get(agentId) ?? []), kill])
+    for (const { agentId, kill } of kills) {
+      const list = byAgent.get(agentId)
+      if (list === undefined) byAgent.set(agentId, [kill])
+      else list.push(kill)
+    }
     for (const [agentId, list] of byAgent) {
       const connection = agents.get(agentId)?.connection
       if (connection !== undefined) {
@@ -291,18 +402,28 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   /** Removes an offer; its resources stay allocated to the framework (the caller decides). */
   const takeOffer = (offerId: string): v1.Offer | undefined => {
     const offer = offers.get(offerId)
-    if (offer !== undefined) offers.delete(offerId)
+    if (offer !== undefined) {
+      offers.delete(offerId)
+      const onAgent = offersByAgent.get(offer.agentId)
+      onAgent?.delete(offerId)
+      if (onAgent?.size === 0) offersByAgent.delete(offer.agentId)
+    }
     return offer
   }
 
   /** Takes offers back, returns their resources to the pool, and tells their frameworks. */
-  const rescind = (predicate: (offer: v1.Offer) => boolean) => {
+  const rescind = (predicate: (offer: v1.Offer) => boolean) => rescindOffers([...offers.values()].filter(predicate))
+  /** Rescinds one agent's offers (an index lookup: registrations of 10,000 agents must not scan every offer). */
+  const rescindAgent = (agentId: string) =>
+    rescindOffers([...(offersByAgent.get(agentId) ?? [])].flatMap((id) => offers.get(id) ?? []))
+  const rescindOffers = (rescinded: ReadonlyArray<v1.Offer>) => {
     const byFramework = new Map<string, Array<string>>()
-    for (const offer of [...offers.values()]) {
-      if (!predicate(offer)) continue
+    for (const offer of rescinded) {
       takeOffer(offer.offerId)
       allocator.recover(offer.frameworkId, offer.agentId, offer.allocationRole, offer.resources)
-      byFramework.set(offer.frameworkId, [...(byFramework.get(offer.frameworkId) ?? []), offer.offerId])
+      const list = byFramework.get(offer.frameworkId)
+      if (list === undefined) byFramework.set(offer.frameworkId, [offer.offerId])
+      else list.push(offer.offerId)
     }
     for (const [frameworkId, offerIds] of byFramework) {
       frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "rescind", value: { offerIds } } })
@@ -332,7 +453,15 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         expiresAtMs: now + config.offerTimeoutSeconds * 1000
       }
       offers.set(offer.offerId, offer)
-      batches.set(offer.frameworkId, [...(batches.get(offer.frameworkId) ?? []), offer])
+      let onAgent = offersByAgent.get(offer.agentId)
+      if (onAgent === undefined) {
+        onAgent = new Set()
+        offersByAgent.set(offer.agentId, onAgent)
+      }
+      onAgent.add(offer.offerId)
+      const batch = batches.get(offer.frameworkId)
+      if (batch === undefined) batches.set(offer.frameworkId, [offer])
+      else batch.push(offer)
     }
     for (const [frameworkId, batch] of batches) {
       frameworks.get(frameworkId)?.subscriber?.send({ event: { $case: "offers", value: { offers: batch } } })
@@ -341,7 +470,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   // ---------------------------------------------------------------- tasks
 
-  const releaseTask = (task: TaskEntry) => allocator.recover(task.frameworkId, task.agentId, task.role, task.info.resources)
+  const releaseTask = (task: TaskEntry) => allocator.recover(task.frameworkId, task.agentId, task.role, task.resources)
 
   /** Terminal tasks per framework, oldest first: the master keeps a bounded history, not all of it. */
   const completed = new Map<string, Array<string>>()
@@ -351,28 +480,24 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       list = []
       completed.set(task.frameworkId, list)
     }
-    list.push(taskKey(task.frameworkId, task.info.taskId))
+    list.push(taskKey(task.frameworkId, task.taskId))
     while (list.length > config.maxCompletedTasksPerFramework) {
       const key = list.shift()!
       const old = tasks.get(key)
-      if (old !== undefined && TaskStates.isTerminal(old.state)) tasks.delete(key)
+      if (old !== undefined && TaskStates.isTerminal(old.state)) dropTask(key)
     }
   }
 
-  /** Applies a new state to a known task, releasing its resources when it becomes terminal. */
   /**
-   * Decoded `bytes` fields are views into the whole received message (a batch of many updates):
-   * keeping one would keep the batch alive. What the master keeps gets its own copies.
+   * Applies a new state to a known task, releasing its resources when it becomes terminal. The
+   * status is kept encoded (a copy), so no view into the received batch stays alive.
    */
-  const detach = (status: v1.TaskStatus): v1.TaskStatus => ({ ...status, uuid: status.uuid.slice(), data: status.data.slice() })
-
   const transition = (task: TaskEntry, status: v1.TaskStatus): boolean => {
     const wasTerminal = TaskStates.isTerminal(task.state)
     // A late duplicate (RUNNING resent after the terminal update arrived) changes nothing: a
     // terminal task stays terminal and its resources are released once.
     if (wasTerminal && !TaskStates.isTerminal(status.state)) return false
-    task.state = status.state
-    task.status = detach(status)
+    setStatus(task, status)
     if (!wasTerminal && TaskStates.isTerminal(status.state)) {
       releaseTask(task)
       rememberCompleted(task)
@@ -451,11 +576,13 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         frameworks.set(frameworkId, { info: stored, subscriber: current, failoverDeadlineMs: undefined })
       }
       allocator.addFramework(frameworkId, roles, request.suppressedRoles)
-      emit(
-        existing === undefined
-          ? { $case: "frameworkAdded", value: { framework: frameworkView(frameworks.get(frameworkId)!) } }
-          : { $case: "frameworkUpdated", value: { framework: frameworkView(existing) } }
-      )
+      if (watchers.size > 0) {
+        emit(
+          existing === undefined
+            ? { $case: "frameworkAdded", value: { framework: frameworkView(frameworks.get(frameworkId)!) } }
+            : { $case: "frameworkUpdated", value: { framework: frameworkView(existing) } }
+        )
+      }
       current.send({
         event: {
           $case: "subscribed",
@@ -483,7 +610,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const now = yield* Clock.currentTimeMillis
       framework.failoverDeadlineMs = now + framework.info.failoverTimeoutSeconds * 1000
       yield* registry.putFramework({ info: framework.info, failoverDeadlineMs: framework.failoverDeadlineMs })
-      emit({ $case: "frameworkUpdated", value: { framework: frameworkView(framework) } })
+      if (watchers.size > 0) emit({ $case: "frameworkUpdated", value: { framework: frameworkView(framework) } })
       yield* Effect.logInfo("framework disconnected").pipe(
         Effect.annotateLogs({ frameworkId, failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds })
       )
@@ -502,11 +629,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         if (!TaskStates.isTerminal(task.state)) {
           kills.push({
             agentId: task.agentId,
-            kill: { frameworkId, taskId: task.info.taskId, reason: v1.TaskStatus_Reason.FRAMEWORK_REMOVED }
+            kill: { frameworkId, taskId: task.taskId, reason: v1.TaskStatus_Reason.FRAMEWORK_REMOVED }
           })
           releaseTask(task)
         }
-        tasks.delete(key)
+        dropTask(key)
       }
       sendKills(kills)
       allocator.removeFramework(frameworkId)
@@ -563,7 +690,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           taskExists: (taskId) => {
             const existing = tasks.get(taskKey(frameworkId, taskId))
             return existing !== undefined && !TaskStates.isTerminal(existing.state)
-          }
+          },
+          executorExists: (executorId) =>
+            [...tasksOn(agentId).values()].some((t) =>
+              t.frameworkId === frameworkId && !TaskStates.isTerminal(t.state) &&
+              (t.executorId || t.taskId) === executorId
+            )
         },
         request.operations,
         offered
@@ -577,7 +709,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const now = yield* Clock.currentTimeMillis
       for (const offer of used) takeOffer(offer.offerId)
       metrics.offersAccepted.inc(used.length)
-      metrics.tasksLaunched.inc(plan.launches.length)
+      metrics.tasksLaunched.inc(plan.launches.length + plan.groups.reduce((n, g) => n + g.tasks.length, 0))
       if (plan.conversions.length > 0) {
         // Reservations and volumes change the agent's total: durable first (invariant 4), then
         // the agent checkpoints the same total and carries out CREATE and DESTROY.
@@ -613,19 +745,31 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         framework.subscriber?.send({ event: { $case: "updateOperationStatus", value: { statuses } } })
       }
       const launches = plan.launches.map((info) => ({ ...info, data: info.data.slice() }))
+      // Task groups (LAUNCH_GROUP): every task is recorded with its group's executor id.
+      const groups = plan.groups.map(({ executor, tasks }) => {
+        const detached = { ...executor, data: executor.data.slice() }
+        return { executor: detached, tasks: tasks.map((info) => ({ ...info, executor: detached, data: info.data.slice() })) }
+      })
+      const launched = [...launches, ...groups.flatMap((g) => g.tasks)]
       const staging: Array<v1.TaskStatus> = []
-      for (const info of launches) {
-        const status = masterStatus(info, v1.TaskState.STAGING, v1.TaskStatus_Reason.UNSPECIFIED, "", now)
-        const entry: TaskEntry = { frameworkId, agentId, role, info, state: v1.TaskState.STAGING, status }
-        tasks.set(taskKey(frameworkId, info.taskId), entry)
+      for (const info of launched) {
+        const status = {
+          ...masterStatus(info, v1.TaskState.STAGING, v1.TaskStatus_Reason.UNSPECIFIED, "", now),
+          executorId: info.executor?.executorId ?? ""
+        }
+        const entry = makeTask(frameworkId, agentId, role, info, v1.TaskState.STAGING, status)
+        putTask(taskKey(frameworkId, info.taskId), entry)
         staging.push(status)
-        emit({ $case: "taskAdded", value: { task: taskView(entry) } })
+        if (watchers.size > 0) emit({ $case: "taskAdded", value: { task: taskView(entry) } })
       }
-      if (launches.length > 0) {
+      if (launched.length > 0) {
         agent.connection.send({
           message: {
             $case: "run",
-            value: { tasks: launches.map((task) => ({ framework: framework.info, task })), taskGroups: [] }
+            value: {
+              tasks: launches.map((task) => ({ framework: framework.info, task })),
+              taskGroups: groups.map(({ executor, tasks }) => ({ framework: framework.info, executor, taskGroup: { tasks } }))
+            }
           }
         })
         framework.subscriber?.send(updateEvent(staging))
@@ -636,7 +780,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         allocator.filter(frameworkId, agentId, now + refuse * 1000, plan.leftover)
       }
       kick()
-      return { launchedTaskIds: launches.map((t) => t.taskId) }
+      return { launchedTaskIds: launched.map((t) => t.taskId) }
     })
 
   /** Persistent volumes on an agent, by persistence id. */
@@ -651,9 +795,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
 
   const volumesInUse = (agentId: string) => {
     const out = new Set<string>()
-    for (const task of tasks.values()) {
-      if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
-      for (const r of task.info.resources) {
+    for (const task of tasksOn(agentId).values()) {
+      if (TaskStates.isTerminal(task.state)) continue
+      for (const r of task.resources) {
         const id = r.disk?.persistence?.id
         if (id !== undefined && id !== "") out.add(id)
       }
@@ -767,11 +911,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
             status: masterStatus(k, v1.TaskState.UNKNOWN, v1.TaskStatus_Reason.TASK_UNKNOWN, "unknown task", now)
           })
         } else if (TaskStates.isTerminal(task.state)) {
-          if (task.status !== undefined) {
-            answers.push({ frameworkId, status: { ...task.status, uuid: new Uint8Array(), source: v1.TaskStatus_Source.MASTER } })
+          const last = taskStatus(task)
+          if (last !== undefined) {
+            answers.push({ frameworkId, status: { ...last, uuid: new Uint8Array(), source: v1.TaskStatus_Source.MASTER } })
           }
         } else {
-          const policy = k.killPolicy ?? task.info.killPolicy
+          const policy = k.killPolicy ?? task.killPolicy
           const killTask: v1.ConnectResponse_KillTask = {
             frameworkId,
             taskId: k.taskId,
@@ -799,7 +944,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         if (agentId === undefined) {
           return yield* new InvalidArgument({ field: `acknowledgements[${i}].agentId`, rule: "is required for an unknown task" })
         }
-        byAgent.set(agentId, [...(byAgent.get(agentId) ?? []), { frameworkId, taskId: ack.taskId, uuid: ack.uuid }])
+        const list = byAgent.get(agentId)
+        const acknowledgement = { frameworkId, taskId: ack.taskId, uuid: ack.uuid }
+        if (list === undefined) byAgent.set(agentId, [acknowledgement])
+        else list.push(acknowledgement)
       }
       for (const [agentId, acknowledgements] of byAgent) {
         agents.get(agentId)?.connection?.send({ message: { $case: "acknowledgements", value: { acknowledgements } } })
@@ -813,7 +961,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const frameworkId = framework.info.frameworkId
       const now = yield* Clock.currentTimeMillis
       const answer = (task: TaskEntry): v1.TaskStatus => ({
-        ...(task.status ?? masterStatus({ taskId: task.info.taskId, agentId: task.agentId }, task.state, 0, "", now)),
+        ...(taskStatus(task) ?? masterStatus({ taskId: task.taskId, agentId: task.agentId }, task.state, 0, "", now)),
         state: task.state,
         source: v1.TaskStatus_Source.MASTER,
         reason: v1.TaskStatus_Reason.RECONCILIATION,
@@ -858,31 +1006,36 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       const agentId = known ? offered.agentId : randomUUID()
       // What the agent checkpointed (its reservations and volumes) is what it has.
       const resources = register.checkpointedResources.length > 0 ? register.checkpointedResources : offered.resources
-      const info: v1.AgentInfo = { ...offered, agentId, resources }
-      yield* registry.putAgent(info)
-      admittedAgents.set(agentId, info)
+      let info: v1.AgentInfo = { ...offered, agentId, resources }
+      // A re-registration (after a leader change, 10,000 at once) writes nothing when nothing changed.
+      const admitted = admittedAgents.get(agentId)
+      if (admitted !== undefined && Buffer.from(v1.AgentInfo.encode(admitted).finish()).equals(v1.AgentInfo.encode(info).finish())) {
+        info = admitted
+      } else {
+        yield* registry.putAgent(info)
+        admittedAgents.set(agentId, info)
+      }
       const now = yield* Clock.currentTimeMillis
       const previous = agents.get(agentId)
-      rescind((offer) => offer.agentId === agentId)
+      rescindAgent(agentId)
       previous?.connection?.close()
 
       // Task state is rebuilt from what the agent reports (invariant 5). Tasks the master knew on
       // this agent that it no longer reports are gone.
       const reported = new Set(register.tasks.map((r) => taskKey(r.frameworkId, r.task?.taskId ?? "")))
       const updates: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
-      for (const [key, task] of tasks) {
-        if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+      for (const [key, task] of tasksOn(agentId)) {
+        if (TaskStates.isTerminal(task.state)) continue
         releaseTask(task)
         if (!reported.has(key)) {
           const status = masterStatus(
-            { taskId: task.info.taskId, agentId },
+            { taskId: task.taskId, agentId },
             v1.TaskState.GONE,
             v1.TaskStatus_Reason.AGENT_RESTARTED,
             "the agent re-registered without this task",
             now
           )
-          task.state = status.state
-          task.status = status
+          setStatus(task, status)
           updates.push({ frameworkId: task.frameworkId, status })
         }
       }
@@ -894,15 +1047,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         const state = report.latestStatus?.state ?? v1.TaskState.STAGING
         const before = tasks.get(key)
         const role = roleOf(report.task.resources)
-        tasks.set(key, {
-          frameworkId: report.frameworkId,
-          agentId,
-          role,
-          info: { ...report.task, data: report.task.data.slice() },
-          state,
-          status: report.latestStatus === undefined ? undefined : detach(report.latestStatus)
-        })
-        if (!TaskStates.isTerminal(state)) allocator.track(report.frameworkId, agentId, role, report.task.resources)
+        const entry = makeTask(report.frameworkId, agentId, role, report.task, state, report.latestStatus)
+        putTask(key, entry)
+        if (!TaskStates.isTerminal(state)) allocator.track(entry.frameworkId, agentId, entry.role, entry.resources)
         // A task the frameworks saw as UNREACHABLE is back: say so (the agent's own updates may
         // already have been acknowledged and will not come again).
         if (before?.state === v1.TaskState.UNREACHABLE && report.latestStatus !== undefined) {
@@ -920,7 +1067,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         registeredAtMs: previous?.registeredAtMs ?? now,
         lastSeenMs: now
       })
-      emit({ $case: "agentAdded", value: { agent: agentView(agentId, agents.get(agentId)!) } })
+      if (watchers.size > 0) emit({ $case: "agentAdded", value: { agent: agentView(agentId, agents.get(agentId)!) } })
       connection.send({
         message: {
           $case: "registered",
@@ -952,7 +1099,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       agent.state = "disconnected"
       agent.lastSeenMs = yield* Clock.currentTimeMillis
       allocator.deactivateAgent(agentId)
-      rescind((offer) => offer.agentId === agentId)
+      rescindAgent(agentId)
       yield* Effect.logWarning("agent disconnected").pipe(Effect.annotateLogs({ agentId }))
     })
 
@@ -974,11 +1121,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       }
       if (agent.state === "disconnected" && now - agent.lastSeenMs >= unreachableAfterMs) {
         agent.state = "unreachable"
-        for (const task of tasks.values()) {
-          if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+        for (const task of tasksOn(agentId).values()) {
+          if (TaskStates.isTerminal(task.state)) continue
           const status = {
             ...masterStatus(
-              { taskId: task.info.taskId, agentId },
+              { taskId: task.taskId, agentId },
               v1.TaskState.UNREACHABLE,
               v1.TaskStatus_Reason.AGENT_DISCONNECTED,
               `agent ${agentId} is unreachable`,
@@ -986,8 +1133,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
             ),
             unreachableTimeMs: now
           }
-          task.state = v1.TaskState.UNREACHABLE
-          task.status = status
+          setStatus(task, status)
           updates.push({ frameworkId: task.frameworkId, status })
         }
         yield* Effect.logWarning("agent unreachable").pipe(Effect.annotateLogs({ agentId }))
@@ -1090,11 +1236,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   // ---------------------------------------------------------------- operator
 
   const agentView = (agentId: string, agent: AgentEntry): v1.Agent => {
-    const offered = Resources.add([], [...offers.values()].filter((o) => o.agentId === agentId).flatMap((o) => o.resources))
+    const offered = Resources.add([], [...(offersByAgent.get(agentId) ?? [])].flatMap((id) => offers.get(id)?.resources ?? []))
     return {
       info: agent.info,
       state: agent.draining
-        ? [...tasks.values()].some((t) => t.agentId === agentId && !TaskStates.isTerminal(t.state))
+        ? [...tasksOn(agentId).values()].some((t) => !TaskStates.isTerminal(t.state))
           ? v1.Agent_State.DRAINING
           : v1.Agent_State.DRAINED
         : agent.state === "active"
@@ -1110,7 +1256,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     const offered = Resources.add([], [...offers.values()].filter((o) => o.frameworkId === id).flatMap((o) => o.resources))
     const used = Resources.add(
       [],
-      [...tasks.values()].filter((t) => t.frameworkId === id && !TaskStates.isTerminal(t.state)).flatMap((t) => t.info.resources)
+      [...tasks.values()].filter((t) => t.frameworkId === id && !TaskStates.isTerminal(t.state)).flatMap((t) => t.resources)
     )
     return {
       info: f.info,
@@ -1121,13 +1267,16 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       failoverDeadlineMs: f.failoverDeadlineMs ?? 0
     }
   }
-  const taskView = (t: TaskEntry): v1.Task => ({
-    frameworkId: t.frameworkId,
-    agentId: t.agentId,
-    info: t.info,
-    state: t.state,
-    ...(t.status === undefined ? {} : { status: t.status })
-  })
+  const taskView = (t: TaskEntry): v1.Task => {
+    const status = taskStatus(t)
+    return {
+      frameworkId: t.frameworkId,
+      agentId: t.agentId,
+      info: taskInfo(t),
+      state: t.state,
+      ...(status === undefined ? {} : { status })
+    }
+  }
   const state = (): v1.GetStateResponse => ({
     master: masterInfo,
     agents: [...agents].map(([id, agent]) => agentView(id, agent)),
@@ -1193,13 +1342,13 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       goneAgents.add(agentId)
       admittedAgents.delete(agentId)
       drainingAgents.delete(agentId)
-      rescind((offer) => offer.agentId === agentId)
+      rescindAgent(agentId)
       const now = yield* Clock.currentTimeMillis
       const updates: Array<{ frameworkId: string; status: v1.TaskStatus }> = []
-      for (const task of tasks.values()) {
-        if (task.agentId !== agentId || TaskStates.isTerminal(task.state)) continue
+      for (const task of [...tasksOn(agentId).values()]) {
+        if (TaskStates.isTerminal(task.state)) continue
         const status = masterStatus(
-          { taskId: task.info.taskId, agentId },
+          { taskId: task.taskId, agentId },
           v1.TaskState.GONE_BY_OPERATOR,
           v1.TaskStatus_Reason.AGENT_REMOVED,
           `agent ${agentId} was marked gone by an operator`,
@@ -1231,17 +1380,17 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       drainingAgents.set(request.agentId, plan)
       agent.draining = true
       allocator.deactivateAgent(request.agentId)
-      rescind((offer) => offer.agentId === request.agentId)
+      rescindAgent(request.agentId)
       const kills: Array<{ agentId: string; kill: v1.ConnectResponse_KillTask }> = []
-      for (const task of tasks.values()) {
-        if (task.agentId !== request.agentId || TaskStates.isTerminal(task.state)) continue
-        const own = task.info.killPolicy?.gracePeriodSeconds
+      for (const task of tasksOn(request.agentId).values()) {
+        if (TaskStates.isTerminal(task.state)) continue
+        const own = task.killPolicy?.gracePeriodSeconds
         const seconds = grace === undefined ? own : Math.min(grace, own ?? grace)
         kills.push({
           agentId: task.agentId,
           kill: {
             frameworkId: task.frameworkId,
-            taskId: task.info.taskId,
+            taskId: task.taskId,
             reason: v1.TaskStatus_Reason.AGENT_DRAINING,
             ...(seconds === undefined ? {} : { killPolicy: { gracePeriodSeconds: seconds } })
           }
@@ -1263,11 +1412,71 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       return {}
     })
 
+  /**
+   * Operator reservations (Mesos' RESERVE_RESOURCES): the resources must be free on the agent
+   * (outstanding offers of the agent are rescinded first); the change is durable, checkpointed by
+   * the agent, and the reserved resources are then offered to the role only.
+   */
+  const operatorConvert = (kind: "reserve" | "unreserve", request: v1.ReserveResourcesRequest) =>
+    Effect.gen(function*() {
+      const agent = yield* knownAgent(request.agentId)
+      if (request.resources.length === 0) return yield* new InvalidArgument({ field: "resources", rule: "must not be empty" })
+      for (const [i, r] of request.resources.entries()) {
+        const field = `resources[${i}]`
+        const last = r.reservations.at(-1)
+        if (last === undefined || last.type !== v1.ReservationInfo_Type.DYNAMIC) {
+          return yield* new InvalidArgument({ field: `${field}.reservations`, rule: "must end with the DYNAMIC reservation to make or remove" })
+        }
+        const problem = Validate.role(`${field}.reservations[${r.reservations.length - 1}].role`, last.role)
+        if (problem !== undefined) return yield* problem
+        if (r.value?.$case !== "scalar" && r.value?.$case !== "ranges" && r.value?.$case !== "set") {
+          return yield* new InvalidArgument({ field: `${field}.value`, rule: "must be set" })
+        }
+        if (r.value.$case === "scalar" && !(Number.isFinite(r.value.value) && r.value.value > 0)) {
+          return yield* new InvalidArgument({ field: `${field}.scalar`, rule: "must be a finite number > 0" })
+        }
+        if (r.disk?.persistence?.id) {
+          return yield* new InvalidArgument({ field: `${field}.disk.persistence`, rule: "a persistent volume lives on it: it must be destroyed first" })
+        }
+      }
+      const reserved = request.resources.map((r) => ({ ...r, allocationRole: "" }))
+      const unreserved = reserved.map((r) => ({ ...r, reservations: r.reservations.slice(0, -1) }))
+      const [from, to] = kind === "reserve" ? [unreserved, reserved] : [reserved, unreserved]
+      // Resources in outstanding offers are free too: take the offers back first.
+      rescind((offer) => offer.agentId === request.agentId)
+      const available = allocator.agentAvailable(request.agentId)
+      if (!Resources.contains(available, from)) {
+        return yield* new InvalidArgument({
+          field: "resources",
+          rule: `needs ${Resources.format(from)} free on agent ${request.agentId}, but only ${Resources.format(available) || "nothing"} is`
+        })
+      }
+      allocator.convert(request.agentId, from, to, false)
+      agent.info = { ...agent.info, resources: Resources.add(Resources.subtract(agent.info.resources, from), to) }
+      yield* registry.putAgent(agent.info)
+      admittedAgents.set(request.agentId, agent.info)
+      const operation: v1.Operation = {
+        operationId: "",
+        kind: kind === "reserve" ? { $case: "reserve", value: { resources: to } } : { $case: "unreserve", value: { resources: from } }
+      }
+      agent.connection?.send({
+        message: {
+          $case: "applyOperations",
+          value: { operations: [{ frameworkId: "", operation, uuid: new Uint8Array() }], checkpointedResources: agent.info.resources }
+        }
+      })
+      kick()
+      yield* Effect.logInfo(kind === "reserve" ? "operator reserved resources" : "operator unreserved resources").pipe(
+        Effect.annotateLogs({ agentId: request.agentId, resources: Resources.format(to) })
+      )
+      return {}
+    })
+
   /** A drained agent (no live task left) that was to be marked gone, is. */
   const finishDrains = Effect.gen(function*() {
     for (const [agentId, plan] of drainingAgents) {
       if (!plan.markGone || !agents.has(agentId)) continue
-      const busy = [...tasks.values()].some((t) => t.agentId === agentId && !TaskStates.isTerminal(t.state))
+      const busy = [...tasksOn(agentId).values()].some((t) => !TaskStates.isTerminal(t.state))
       if (!busy) yield* markGone(agentId)
     }
   })
@@ -1370,8 +1579,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     getHealth: Grpc.unary(context, () => Effect.succeed({ healthy: true, message: "ok" })),
     getMetrics: Grpc.unary(context, () => Effect.map(Effect.promise(metrics.text), (prometheusText) => ({ prometheusText }))),
     getState: Grpc.unary(context, guard(() => Effect.sync(state))),
-    getAgents: Grpc.unary(context, guard(() => Effect.sync(() => ({ agents: state().agents })))),
-    getFrameworks: Grpc.unary(context, guard(() => Effect.sync(() => ({ frameworks: state().frameworks })))),
+    getAgents: Grpc.unary(context, guard(() => Effect.sync(() => ({ agents: [...agents].map(([id, agent]) => agentView(id, agent)) })))),
+    getFrameworks: Grpc.unary(context, guard(() => Effect.sync(() => ({ frameworks: [...frameworks.values()].map(frameworkView) })))),
     getTasks: Grpc.unary(context, guard((request: v1.GetTasksRequest) =>
       Effect.sync(() => ({
         tasks: [...tasks.values()]
@@ -1396,8 +1605,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         weights: allocator.roleNames().sort().map((role) => ({ role, weight: allocator.roleView(role).weight }))
       })))),
     updateWeights: Grpc.unary(context, guard(updateWeights)),
-    reserveResources: Grpc.unary(context, guard(unimplemented("ReserveResources"))),
-    unreserveResources: Grpc.unary(context, guard(unimplemented("UnreserveResources")))
+    reserveResources: Grpc.unary(context, guard((request: v1.ReserveResourcesRequest) => operatorConvert("reserve", request))),
+    unreserveResources: Grpc.unary(context, guard((request: v1.UnreserveResourcesRequest) => operatorConvert("unreserve", request)))
   }
 
   // ---------------------------------------------------------------- background work, leadership

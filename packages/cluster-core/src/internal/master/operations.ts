@@ -6,7 +6,7 @@ import * as Validate from "./validation.ts"
  * The operations of one Accept, applied in order to the offered resources (pure: no state is
  * touched until every operation has been checked, so an Accept is all or nothing). RESERVE turns
  * unreserved resources into reserved ones, CREATE reserved disk into a persistent volume, LAUNCH
- * consumes resources, DESTROY and UNRESERVE undo the first two, in Mesos's semantics.
+ * and LAUNCH_GROUP consume resources, DESTROY and UNRESERVE undo the first two, in Mesos's semantics.
  */
 
 export interface Context {
@@ -21,6 +21,18 @@ export interface Context {
   readonly volumesInUse: ReadonlySet<string>
   /** Whether a task id is taken by a live task of this framework. */
   readonly taskExists: (taskId: string) => boolean
+  /**
+   * Whether an executor id is taken on the agent by a live executor of this framework (a task
+   * group's executor, or a single task's command executor, whose id is the task id).
+   */
+  readonly executorExists?: ((executorId: string) => boolean) | undefined
+}
+
+/** A task group to run under one executor (LAUNCH_GROUP). */
+export interface GroupLaunch {
+  readonly executor: v1.ExecutorInfo
+  /** The group's tasks, each stamped with the agent and the executor that runs it. */
+  readonly tasks: Array<v1.TaskInfo>
 }
 
 export interface Conversion {
@@ -34,6 +46,8 @@ export interface Plan {
   /** How the agent's total resources change (RESERVE, UNRESERVE, CREATE, DESTROY), in order. */
   readonly conversions: Array<Conversion>
   readonly launches: Array<v1.TaskInfo>
+  /** Task groups (LAUNCH_GROUP), each launched all or nothing by its executor. */
+  readonly groups: Array<GroupLaunch>
   /** Operations the agent must carry out or checkpoint. */
   readonly agentOperations: Array<v1.Operation>
   /** Feedback for the operations that carry an id. */
@@ -77,13 +91,37 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
   | Unimplemented =>
 {
   let pool = Resources.normalize(offered)
-  const out: Plan = { leftover: [], conversions: [], launches: [], agentOperations: [], finished: [] }
+  const out: Plan = { leftover: [], conversions: [], launches: [], groups: [], agentOperations: [], finished: [] }
   const seenTasks = new Set<string>()
   const createdVolumes = new Set<string>()
   const destroyedVolumes = new Set<string>()
+  const seenExecutors = new Set<string>()
   const convert = (from: ReadonlyArray<v1.Resource>, to: ReadonlyArray<v1.Resource>) => {
     pool = Resources.add(Resources.subtract(pool, from), to)
     out.conversions.push({ from, to })
+  }
+
+  /** The rules every launched task keeps, in a LAUNCH or in a LAUNCH_GROUP. */
+  const checkTask = (field: string, info: v1.TaskInfo): InvalidArgument | Unimplemented | undefined => {
+    const problem = Validate.task(field, info, ctx.agentId)
+    if (problem !== undefined) return problem
+    if (seenTasks.has(info.taskId) || ctx.taskExists(info.taskId)) {
+      return invalid(`${field}.taskId`, `task "${info.taskId}" already exists`)
+    }
+    return checkVolumes(`${field}.resources`, info.resources)
+  }
+  const checkVolumes = (field: string, resources: ReadonlyArray<v1.Resource>): InvalidArgument | undefined => {
+    for (const [k, r] of resources.entries()) {
+      const id = r.disk?.persistence?.id
+      if (id !== undefined && id !== "" && destroyedVolumes.has(id)) {
+        return invalid(`${field}[${k}]`, `volume "${id}" is destroyed by an earlier operation`)
+      }
+      const path = r.disk?.volume?.containerPath
+      if (id !== undefined && id !== "" && (path === undefined || !CONTAINER_PATH.test(path))) {
+        return invalid(`${field}[${k}].disk.volume.containerPath`, "must be a relative path inside the sandbox (no .., not absolute)")
+      }
+    }
+    return undefined
   }
 
   for (const [i, operation] of operations.entries()) {
@@ -98,22 +136,14 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
         if (kind.value.taskInfos.length === 0) return invalid(`${at}.launch.taskInfos`, "must list at least one task")
         for (const [j, info] of kind.value.taskInfos.entries()) {
           const field = `${at}.launch.taskInfos[${j}]`
-          const problem = Validate.task(field, info, ctx.agentId)
+          const problem = checkTask(field, info)
           if (problem !== undefined) return problem
-          if (seenTasks.has(info.taskId) || ctx.taskExists(info.taskId)) {
-            return invalid(`${field}.taskId`, `task "${info.taskId}" already exists`)
-          }
-          for (const [k, r] of info.resources.entries()) {
-            const id = r.disk?.persistence?.id
-            if (id !== undefined && id !== "" && destroyedVolumes.has(id)) {
-              return invalid(`${field}.resources[${k}]`, `volume "${id}" is destroyed by an earlier operation`)
-            }
-            const path = r.disk?.volume?.containerPath
-            if (id !== undefined && id !== "" && (path === undefined || !CONTAINER_PATH.test(path))) {
-              return invalid(`${field}.resources[${k}].disk.volume.containerPath`, "must be a relative path inside the sandbox (no .., not absolute)")
-            }
+          // A single task's command executor is named after the task (its sandbox directory).
+          if (seenExecutors.has(info.taskId) || ctx.executorExists?.(info.taskId) === true) {
+            return invalid(`${field}.taskId`, `executor "${info.taskId}" is already in use on agent ${ctx.agentId}`)
           }
           seenTasks.add(info.taskId)
+          seenExecutors.add(info.taskId)
           const resources = Resources.allocate(info.resources, ctx.role)
           const short = needs(`${field}.resources`, pool, resources)
           if (short !== undefined) return short
@@ -213,8 +243,54 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
         if (operation.operationId !== "") out.finished.push({ operationId: operation.operationId, converted: to })
         break
       }
-      case "launchGroup":
-        return new Unimplemented({ field: `${at}.launchGroup`, feature: "LAUNCH_GROUP" })
+      case "launchGroup": {
+        // All or nothing: every rule is checked, and every resource counted, before the group is
+        // planned; a problem with any task rejects the whole Accept.
+        const field = `${at}.launchGroup`
+        const executor = kind.value.executor
+        const problem = Validate.executor(`${field}.executor`, executor, ctx.frameworkId)
+        if (problem !== undefined) return problem
+        const executorId = executor!.executorId
+        if (seenExecutors.has(executorId) || ctx.executorExists?.(executorId) === true) {
+          return invalid(
+            `${field}.executor.executorId`,
+            `executor "${executorId}" is already in use by a live executor of this framework on agent ${ctx.agentId}`
+          )
+        }
+        const infos = kind.value.taskGroup?.tasks ?? []
+        if (infos.length === 0) return invalid(`${field}.taskGroup.tasks`, "must list at least one task")
+        let needed = Resources.allocate(executor!.resources, ctx.role)
+        const tasks: Array<v1.TaskInfo> = []
+        for (const [j, info] of infos.entries()) {
+          const at_ = `${field}.taskGroup.tasks[${j}]`
+          if (info.executor !== undefined) return invalid(`${at_}.executor`, "must be unset: the group's executor runs every task of the group")
+          if (info.container?.type === v1.ContainerInfo_Type.DOCKER) {
+            return new Unimplemented({ field: `${at_}.container`, feature: "Docker tasks in a task group (the default executor runs commands)" })
+          }
+          const taskProblem = checkTask(at_, info)
+          if (taskProblem !== undefined) return taskProblem
+          seenTasks.add(info.taskId)
+          const resources = Resources.allocate(info.resources, ctx.role)
+          needed = Resources.add(needed, resources)
+          tasks.push({ ...info, agentId: ctx.agentId, resources })
+        }
+        const short = needs(`${field}.resources`, pool, needed)
+        if (short !== undefined) {
+          return invalid(
+            `${field}.resources`,
+            `the executor and its ${infos.length} tasks together: ${short.rule}; nothing of the group is launched`
+          )
+        }
+        pool = Resources.subtract(pool, needed)
+        seenExecutors.add(executorId)
+        const stamped: v1.ExecutorInfo = {
+          ...executor!,
+          frameworkId: ctx.frameworkId,
+          resources: Resources.allocate(executor!.resources, ctx.role)
+        }
+        out.groups.push({ executor: stamped, tasks: tasks.map((t) => ({ ...t, executor: stamped })) })
+        break
+      }
     }
   }
   return { ...out, leftover: pool }

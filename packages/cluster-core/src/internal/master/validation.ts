@@ -107,6 +107,46 @@ export const task = (
   )
 }
 
+/**
+ * Checks the ExecutorInfo of a LAUNCH_GROUP: the built-in default executor only (a custom one is
+ * not served yet), a valid id, the framework's own id if any, no command of its own (the default
+ * executor is built in), and sound resources that hold no persistent volume (a group's volumes
+ * go on its tasks; every task of the group sees them in the shared sandbox).
+ */
+export const executor = (
+  field: string,
+  info: v1.ExecutorInfo | undefined,
+  frameworkId: string
+): InvalidArgument | Unimplemented | undefined => {
+  if (info === undefined) return invalid(field, "is required (the group's executor, type TYPE_DEFAULT)")
+  if (info.type === v1.ExecutorInfo_Type.CUSTOM) return new Unimplemented({ field: `${field}.type`, feature: "custom executors" })
+  if (info.type !== v1.ExecutorInfo_Type.DEFAULT) return invalid(`${field}.type`, "must be TYPE_DEFAULT (the built-in default executor)")
+  if (!ID.test(info.executorId)) return invalid(`${field}.executorId`, `must match ${ID.source}`)
+  if (info.frameworkId !== "" && info.frameworkId !== frameworkId) {
+    return invalid(`${field}.frameworkId`, `must be empty or the framework's id ${frameworkId}`)
+  }
+  if (info.command !== undefined) return invalid(`${field}.command`, "must be unset: the default executor is built into the agent")
+  if (info.container !== undefined && info.container.type === v1.ContainerInfo_Type.DOCKER) {
+    return new Unimplemented({ field: `${field}.container`, feature: "Docker containers for the default executor" })
+  }
+  for (const [i, resource] of info.resources.entries()) {
+    const at = `${field}.resources[${i}]`
+    if (resource.name === "") return invalid(`${at}.name`, "must not be empty")
+    const value = resource.value
+    if (value === undefined) return invalid(`${at}.value`, "must be set (scalar, ranges or set)")
+    if (value.$case === "scalar" && !(Number.isFinite(value.value) && value.value >= 0)) {
+      return invalid(`${at}.scalar`, "must be a finite number >= 0")
+    }
+    if (value.$case === "ranges" && value.value.range.some((range) => range.begin > range.end)) {
+      return invalid(`${at}.ranges`, "begin must be <= end")
+    }
+    if (resource.disk?.persistence?.id) {
+      return invalid(`${at}.disk.persistence`, "a task group's volumes go on its tasks (every task of the group sees them)")
+    }
+  }
+  return undefined
+}
+
 /** The operations this master applies; the rest of the contract is declared but not served yet. */
 export const operationKind = (
   field: string,
