@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js"
 import { TaskStates, v1 } from "@berth/proto"
-import { CommandExecutor, DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
+import { CommandExecutor, DefaultExecutor, DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
 import { Cause, Clock, Deferred, Effect, Fiber, Queue, Schedule, Scope, Stream } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
@@ -72,6 +72,17 @@ interface RunningTask {
   /** The latest update, and the latest acknowledged one. */
   latest: v1.TaskStatus | undefined
   acknowledged: v1.TaskStatus | undefined
+  /** The task group it belongs to (LAUNCH_GROUP); its executor and sandbox are the group's. */
+  group?: Group | undefined
+}
+
+/** A task group's run: one executor, one sandbox, one checkpoint directory for all its tasks. */
+interface Group {
+  readonly executorId: string
+  readonly sandbox: string
+  readonly checkpoint: string
+  /** Tasks whose terminal update is not acknowledged yet: the run is over when none is left. */
+  readonly live: Set<string>
 }
 
 /** How many launches of one run order proceed at once. */
@@ -170,10 +181,21 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       source: v1.TaskStatus_Source.AGENT,
       reason,
       agentId,
-      executorId: task.taskId,
+      executorId: task.executor?.executorId ?? task.taskId,
       timestampMs: now,
       uuid: randomBytes(16)
     })
+
+  /** Checkpoints a task's process (`process.json` in its checkpoint directory `dir`). */
+  const recordProcess = (dir: string, taskId: string) => (process: CommandExecutor.TaskProcess) =>
+    Effect.tryPromise(() => Checkpoint.writeProcess(dir, process)).pipe(
+      // The task still runs and is watched; only a restarted agent would have to look for it.
+      Effect.catch((error) =>
+        Effect.logError("cannot checkpoint a task's process").pipe(
+          Effect.annotateLogs({ taskId, pid: process.pid, error: String(error.cause ?? error) })
+        )
+      )
+    )
 
   /** Starts the executor of `task`; with `recover`, it takes over the task of an earlier agent. */
   const startExecutor = (task: RunningTask, recover?: CommandExecutor.Recovered) =>
@@ -187,15 +209,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       task.executor = executor
       const checkpointOptions: DockerExecutor.CheckpointOptions & CommandExecutor.CheckpointOptions = {
         exitStatusFile: Checkpoint.exitStatusFile(task.checkpoint),
-        onStarted: (process) =>
-          Effect.tryPromise(() => Checkpoint.writeProcess(task.checkpoint, process)).pipe(
-            // The task still runs and is watched; only a restarted agent would have to look for it.
-            Effect.catch((error) =>
-              Effect.logError("cannot checkpoint a task's process").pipe(
-                Effect.annotateLogs({ taskId: task.info.taskId, pid: process.pid, error: String(error.cause ?? error) })
-              )
-            )
-          ),
+        onStarted: recordProcess(task.checkpoint, task.info.taskId),
         onInterrupt: config.killTasksOnStop ? "kill" : "leave",
         pollInterval: config.reattachPollMs
       }
@@ -280,6 +294,124 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     )
   }
 
+  // ---------------------------------------------------------------- task groups
+
+  /**
+   * Starts the default executor of a task group (`entries` share `group`); with `recover`, it
+   * takes over the group's tasks from an earlier agent. Each task is checkpointed like a single
+   * task, in its own directory of the group's run.
+   */
+  const startGroupExecutor = (frameworkId: string, group: Group, entries: ReadonlyArray<RunningTask>, recover?: DefaultExecutor.RecoveredGroup) =>
+    Effect.gen(function*() {
+      const byTask = new Map(entries.map((entry) => [entry.info.taskId, entry]))
+      const executor = yield* ExecutorSession.makeInProcess({
+        frameworkId,
+        executorId: group.executorId,
+        agentId,
+        onUpdate: (status) => record(frameworkId, byTask.get(status.taskId)?.checkpoint, status)
+      })
+      const fiber = yield* DefaultExecutor.run({
+        sandbox: group.sandbox,
+        fetcher: { cacheDir: path.join(config.workDir, "cache") },
+        checkpoint: (info) => {
+          const dir = Checkpoint.groupTaskDir(group.checkpoint, info.taskId)
+          return {
+            exitStatusFile: Checkpoint.exitStatusFile(dir),
+            onStarted: recordProcess(dir, info.taskId),
+            onInterrupt: config.killTasksOnStop ? "kill" : "leave",
+            pollInterval: config.reattachPollMs
+          }
+        },
+        ...(recover === undefined ? {} : { recover })
+      }).pipe(
+        Effect.provide(ExecutorSession.layerInProcess(executor)),
+        Effect.scoped,
+        Effect.forkIn(executors)
+      )
+      for (const entry of entries) {
+        entry.executor = executor
+        entry.fiber = fiber
+      }
+      return executor
+    })
+
+  /** Every volume of the group's tasks, each once: they are linked into the shared sandbox once. */
+  const groupVolumes = (tasks: ReadonlyArray<v1.TaskInfo>): Array<v1.Resource> => {
+    const seen = new Set<string>()
+    return tasks.flatMap((task) => task.resources).filter((r) => {
+      const id = r.disk?.persistence?.id
+      if (id === undefined || id === "") return false
+      const k = `${id}\0${r.disk?.volume?.containerPath ?? ""}`
+      if (seen.has(k)) return false
+      seen.add(k)
+      return true
+    })
+  }
+
+  const launchGroup = (framework: v1.FrameworkInfo, executorInfo: v1.ExecutorInfo, group: ReadonlyArray<v1.TaskInfo>) => {
+    let entries: Array<RunningTask> = []
+    return Effect.gen(function*() {
+      const frameworkId = framework.frameworkId
+      // A group resent (or recovered) starts nothing again.
+      if (group.length === 0 || group.some((task) => tasks.has(key(frameworkId, task.taskId)))) return
+      const run: Checkpoint.GroupRun = {
+        frameworkId,
+        executorId: executorInfo.executorId,
+        runId: randomUUID(),
+        framework,
+        executor: executorInfo,
+        tasks: group
+      }
+      const sandbox = Checkpoint.sandboxDir(config.workDir, run)
+      const runDir = Checkpoint.runDir(config.workDir, run)
+      const shared: Group = { executorId: run.executorId, sandbox, checkpoint: runDir, live: new Set(group.map((t) => t.taskId)) }
+      entries = group.map((task): RunningTask => ({
+        frameworkId,
+        framework,
+        info: task,
+        runId: run.runId,
+        containerizer: "process",
+        sandbox,
+        checkpoint: Checkpoint.groupTaskDir(runDir, task.taskId),
+        executor: undefined,
+        fiber: undefined,
+        latest: undefined,
+        acknowledged: undefined,
+        group: shared
+      }))
+      for (const entry of entries) tasks.set(key(frameworkId, entry.info.taskId), entry)
+      // The checkpoint comes first: whatever happens next, a restarted agent knows of the group.
+      yield* Effect.promise(() => Checkpoint.writeGroupRun(config.workDir, run))
+      yield* Effect.promise(async () => {
+        const runs = path.dirname(sandbox)
+        await fs.mkdir(sandbox, { recursive: true })
+        await fs.rm(path.join(runs, "latest"), { force: true })
+        await fs.symlink(run.runId, path.join(runs, "latest"))
+        await Volumes.mount(config.workDir, sandbox, groupVolumes(group))
+      })
+      const executor = yield* startGroupExecutor(frameworkId, shared, entries)
+      yield* executor.send({ $case: "launchGroup", value: { taskGroup: { tasks: [...group] } } })
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Effect.gen(function*() {
+          yield* Effect.logError("task group launch failed").pipe(
+            Effect.annotateLogs({ executorId: executorInfo.executorId, cause: Cause.pretty(cause) })
+          )
+          const now = yield* Clock.currentTimeMillis
+          const message = `the agent could not launch the task group: ${errorText(cause)}`
+          for (const task of group) {
+            const entry = entries.find((e) => e.info.taskId === task.taskId)
+            yield* record(
+              framework.frameworkId,
+              entry?.checkpoint,
+              agentStatus(task, v1.TaskState.FAILED, v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED, message, now)
+            )
+          }
+        })
+      )
+    )
+  }
+
   // ---------------------------------------------------------------- recovery
 
   /**
@@ -358,7 +490,83 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       })
       reattached++
     }
-    if (found.runs.length > 0 || found.unreadable.length > 0) {
+    for (const found_ of found.groups) {
+      const { run } = found_
+      const sandbox = Checkpoint.sandboxDir(config.workDir, run)
+      const completed = found_.tasks.map((t) => t.log.completedAtMs)
+      if (completed.every((at) => at !== undefined)) {
+        yield* gc.schedule({ sandbox, checkpoint: found_.dir }, Math.max(...completed as Array<number>), now)
+        continue
+      }
+      if (config.recover === "cleanup") {
+        for (const t of found_.tasks) {
+          const process = t.process ?? CommandExecutor.find(Checkpoint.exitStatusFile(t.dir))
+          if (process !== undefined) yield* CommandExecutor.kill(process)
+          if (t.log.completedAtMs === undefined) {
+            yield* Effect.promise(() =>
+              UpdateLog.append(Checkpoint.updatesFile(t.dir), [{ _tag: "Closed", atMs: now, reason: "--recover=cleanup" }], true)
+            )
+          }
+        }
+        yield* gc.schedule({ sandbox, checkpoint: found_.dir }, now, now)
+        cleaned += found_.tasks.length
+        continue
+      }
+      const shared: Group = {
+        executorId: run.executorId,
+        sandbox,
+        checkpoint: found_.dir,
+        live: new Set(found_.tasks.filter((t) => t.log.completedAtMs === undefined).map((t) => t.task.taskId))
+      }
+      const entries: Array<RunningTask> = []
+      const running: Array<CommandExecutor.Recovered> = []
+      const ended: Array<v1.TaskStatus> = []
+      for (const t of found_.tasks) {
+        const latest = t.log.latest
+        if (t.log.completedAtMs !== undefined) {
+          if (latest !== undefined) ended.push(latest)
+          continue
+        }
+        const entry: RunningTask = {
+          frameworkId: run.frameworkId,
+          framework: run.framework,
+          info: t.task,
+          runId: run.runId,
+          containerizer: "process",
+          sandbox,
+          checkpoint: t.dir,
+          executor: undefined,
+          fiber: undefined,
+          latest,
+          acknowledged: t.log.acknowledged,
+          group: shared
+        }
+        tasks.set(key(run.frameworkId, t.task.taskId), entry)
+        updates.restore(run.frameworkId, t.task.taskId, t.log.pending)
+        if (latest !== undefined && TaskStates.isTerminal(latest.state)) {
+          // Over already: its terminal update only waits to be acknowledged.
+          ended.push(latest)
+          waiting++
+          continue
+        }
+        const killing = latest?.state === v1.TaskState.KILLING
+        entries.push(entry)
+        running.push({
+          task: t.task,
+          process: t.process,
+          ...(latest?.healthy === undefined ? {} : { healthy: latest.healthy }),
+          ...(latest?.ready === undefined ? {} : { ready: latest.ready }),
+          ...(killing
+            ? { killReason: latest.reason !== v1.TaskStatus_Reason.UNSPECIFIED ? latest.reason : v1.TaskStatus_Reason.KILLED_BY_SCHEDULER }
+            : {})
+        })
+      }
+      // The tasks still running get the group's executor back; those over only wait for their
+      // acknowledgement (and a kill for them goes nowhere, as for a single task).
+      if (running.length > 0) yield* startGroupExecutor(run.frameworkId, shared, entries, { tasks: running, ended })
+      reattached += running.length
+    }
+    if (found.runs.length > 0 || found.groups.length > 0 || found.unreadable.length > 0) {
       yield* Effect.logInfo("recovered the checkpoint").pipe(
         Effect.annotateLogs({
           mode: config.recover,
@@ -407,6 +615,12 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
             ({ framework, task }) => (framework !== undefined && task !== undefined ? launch(framework, task) : Effect.void),
             { concurrency: LAUNCH_CONCURRENCY, discard: true }
           )
+          yield* Effect.forEach(
+            message.value.taskGroups,
+            ({ executor, framework, taskGroup }) =>
+              framework !== undefined && executor !== undefined ? launchGroup(framework, executor, taskGroup?.tasks ?? []) : Effect.void,
+            { concurrency: LAUNCH_CONCURRENCY, discard: true }
+          )
           return
         case "applyOperations": {
           const inUse = new Set(
@@ -448,8 +662,13 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
             // its sandbox goes after the GC delay.
             if (TaskStates.isTerminal(acked.state)) {
               tasks.delete(key(ack.frameworkId, ack.taskId))
-              yield* task.executor?.end ?? Effect.void
-              yield* gc.schedule({ sandbox: task.sandbox, checkpoint: task.checkpoint }, now, now)
+              const group = task.group
+              // A group's executor and sandbox are shared: they go with the group's last task.
+              if (group !== undefined) group.live.delete(ack.taskId)
+              if (group === undefined || group.live.size === 0) {
+                yield* task.executor?.end ?? Effect.void
+                yield* gc.schedule(group ?? { sandbox: task.sandbox, checkpoint: task.checkpoint }, now, now)
+              }
             }
           }
           return
@@ -554,7 +773,10 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   // Registered last, so it runs first, while the connection and the executors are still up.
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
-      const stopping = config.killTasksOnStop ? [...tasks.values()].filter((t) => t.fiber !== undefined && t.executor !== undefined) : []
+      // The tasks of a group share one executor: it is shut down once.
+      const stopping = config.killTasksOnStop
+        ? [...new Map([...tasks.values()].filter((t) => t.fiber !== undefined && t.executor !== undefined).map((t) => [t.executor, t])).values()]
+        : []
       if (stopping.length === 0) return
       for (const task of stopping) {
         const grace = Math.min(task.info.killPolicy?.gracePeriodSeconds ?? 3, STOP_GRACE_SECONDS)

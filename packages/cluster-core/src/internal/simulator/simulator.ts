@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js"
 import { Resources, TaskStates, v1 } from "@berth/proto"
-import { Deferred, Effect } from "effect"
+import { Clock, Deferred, Effect } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import { StartupError } from "../../ClusterError.ts"
 import * as Detect from "../agent/detect.ts"
@@ -70,6 +70,7 @@ export const make = (config: SimulatorConfig) =>
       try: () => Array.from({ length: config.agents }, (_, i) => Detect.attributes(config.attributes(i))),
       catch: (e) => new StartupError({ component: "simulator", reason: `attributes: ${(e as Error).message}` })
     })
+    const clock = yield* Clock.Clock
     const allRegistered = yield* Deferred.make<void>()
     let registeredCount = 0
     let registrations = 0
@@ -101,7 +102,7 @@ export const make = (config: SimulatorConfig) =>
       data: new Uint8Array(),
       agentId: agent.id,
       executorId: task.info.taskId,
-      timestampMs: Date.now(),
+      timestampMs: clock.currentTimeMillisUnsafe(),
       uuid: randomBytes(16),
       unreachableTimeMs: 0,
       ...(exitCode === undefined ? {} : { exitCode })
