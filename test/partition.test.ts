@@ -7,6 +7,7 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as AgentProcess from "./support/agentProcess.ts"
 import * as Framework from "./support/framework.ts"
 import * as MasterSupport from "./support/master.ts"
 import { alive } from "./support/processes.ts"
@@ -68,6 +69,47 @@ describe("a partitioned agent", () => {
       const answer = framework.updates.at(-1)!
       expect([answer.state, answer.reason]).toEqual([v1.TaskState.RUNNING, v1.TaskStatus_Reason.RECONCILIATION])
       expect(framework.updates.some((s) => s.taskId === "steady" && s.state === v1.TaskState.KILLED)).toBe(false)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "Error")), 40_000)
+})
+
+describe("a killed agent", () => {
+  it.live("its tasks turn UNREACHABLE after the ping timeout; restarted, it re-attaches and they are RUNNING again, as reconciliation reports", () =>
+    Effect.gen(function*() {
+      const master = yield* MasterSupport.start({ agentPingSeconds: 0.2, agentPingMisses: 5 })
+      const dir = yield* AgentProcess.workDir("berth-killed-agent-")
+      const first = yield* AgentProcess.startAgent(master.endpoint, dir)
+      const agentId = yield* first.registered
+      const framework = yield* Framework.open(master.endpoint)
+      const offer = yield* framework.nextOffer
+      yield* framework.session.accept([offer.offerId], [
+        Framework.launch([v1.TaskInfo.create({
+          taskId: "survivor",
+          resources: [Resources.scalar("cpus", 0.5)],
+          command: { shell: true, value: "echo $$ > pid; exec sleep 120" }
+        })])
+      ])
+      yield* framework.awaitState("survivor", v1.TaskState.RUNNING)
+      const pid = yield* AgentProcess.taskPid(dir, framework.frameworkId, "survivor")
+      const seen = framework.updates.length
+
+      yield* AgentProcess.killAgent(first)
+      const unreachable = yield* framework.awaitState("survivor", v1.TaskState.UNREACHABLE)
+      expect(unreachable.reason).toBe(v1.TaskStatus_Reason.AGENT_DISCONNECTED)
+      expect(alive(pid)).toBe(true)
+
+      const second = yield* AgentProcess.startAgent(master.endpoint, dir)
+      expect(yield* second.registered).toBe(agentId)
+      yield* AgentProcess.waitUntil("RUNNING again", () =>
+        framework.updates.slice(seen).some((s) => s.taskId === "survivor" && s.state === v1.TaskState.RUNNING))
+      const before = framework.updates.length
+      yield* framework.session.reconcile([{ taskId: "survivor" }])
+      yield* AgentProcess.waitUntil("the reconciliation answer", () => framework.updates.length > before)
+      expect([framework.updates.at(-1)!.state, framework.updates.at(-1)!.reason]).toEqual([
+        v1.TaskState.RUNNING,
+        v1.TaskStatus_Reason.RECONCILIATION
+      ])
+      expect(alive(pid)).toBe(true)
+      expect(framework.updates.some((s) => s.taskId === "survivor" && s.state === v1.TaskState.KILLED)).toBe(false)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "Error")), 40_000)
 })
 
