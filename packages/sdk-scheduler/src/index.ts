@@ -6,3 +6,5 @@
 export * as SchedulerSession from "./SchedulerSession.ts"
 export * as SchedulerError from "./SchedulerError.ts"
 export * as Sandbox from "./Sandbox.ts"
+export * as Requirement from "./Requirement.ts"
+export * as Placement from "./Placement.ts"
