@@ -1,46 +1,92 @@
 /**
- * Whole Berth clusters for integration tests. This first backend runs the master and agents
- * inside the test process (real gRPC on 127.0.0.1, real child processes for tasks, temp work
- * dirs), as a scoped Effect or, for Promise users, with `await using`.
+ * Whole Berth clusters for integration tests, with one API over two backends:
+ *
+ * - `"in-process"` (the default): master and agents inside the test process (real gRPC on
+ *   127.0.0.1, real child processes for tasks, temp work dirs). The fastest.
+ * - `"processes"`: every master and agent a `berth` child process of its own (the installed
+ *   `@berth/cluster-core` binary), so real signals apply: `cluster.agents[i].kill()` (SIGKILL),
+ *   `.restart()` (same work dir: the agent recovers its tasks), `.pause()` / `.resume()` (SIGSTOP /
+ *   SIGCONT: it looks partitioned), `cluster.masters[i].kill()` / `.restart()`, `cluster.leader`,
+ *   `cluster.etcd.stop()` / `.start()`.
+ *
+ * Everything lives as long as the enclosing scope (or, for Promise users, until `await using`
+ * ends): processes are killed by pid, task processes left by killed agents too, temp dirs removed.
+ * `cluster.events` logs what the master reported (its WatchEvents stream) and what the testkit did,
+ * in order; when the scope closes with a failure, the log and every process's last log lines are
+ * written to stderr.
  *
  * @example
  * ```ts
  * import { TestCluster } from "@berth/testkit"
  *
- * it.live("launches on a real cluster", () => Effect.gen(function*() {
- *   const cluster = yield* TestCluster.make({ agents: 3 })
- *   // point a framework at cluster.master ...
- *   yield* cluster.waitFor("all tasks finished", (s) => s.tasks.every((t) => t.state === v1.TaskState.FINISHED))
+ * it.live("an agent killed and restarted keeps its tasks", () => Effect.gen(function*() {
+ *   const cluster = yield* TestCluster.make({ backend: "processes", agents: 2 })
+ *   // point a framework at cluster.master, launch tasks ...
+ *   yield* cluster.agents[0].kill
+ *   yield* cluster.agents[0].restart
+ *   yield* cluster.waitFor("all tasks running", (s) => s.tasks.every((t) => t.state === v1.TaskState.RUNNING))
  * }))
  *
  * // Promise style
- * await using cluster = await TestCluster.start({ agents: 3 })
+ * await using cluster = await TestCluster.start({ backend: "processes", agents: 3 })
  * ```
  */
-import { Agent, ClusterError, Master, type Security } from "@berth/cluster-core"
+import type { ClusterError, Master, Security } from "@berth/cluster-core"
 import { type v1 } from "@berth/proto"
-import { StateStore } from "@berth/storage"
-import { Effect, Exit, Layer, type LogLevel, References, Schedule, Scope } from "effect"
-import { randomBytes } from "node:crypto"
-import * as fs from "node:fs/promises"
-import * as os from "node:os"
-import * as path from "node:path"
-import * as Certificates from "./Certificates.ts"
-import { TimeoutError } from "./TestClusterError.ts"
-import * as Operator from "./Operator.ts"
+import type { EtcdServer } from "@berth/storage"
+import { Effect, Exit, type LogLevel, Scope } from "effect"
+import type * as Certificates from "./Certificates.ts"
+import * as Common from "./internal/common.ts"
+import * as InProcess from "./internal/inProcess.ts"
+import * as Processes from "./internal/processes.ts"
+import type * as Operator from "./Operator.ts"
+import type { InvalidOptions, ProcessError, TimeoutError, UnsupportedFault } from "./TestClusterError.ts"
+
+export type Backend = "in-process" | "processes"
 
 export interface Options {
+  /**
+   * Where the masters and agents run: `"in-process"` (default) inside the test process, or
+   * `"processes"`, each a `berth` child process of its own (signals, crashes, real recovery).
+   */
+  readonly backend?: Backend
+  /**
+   * Number of masters (default 1). Several elect a leader through a store they share, so they
+   * need `storage: "sqlite"` or `"etcd"`; processes backend only.
+   */
+  readonly masters?: number
+  /**
+   * The masters' durable registry: `"memory"` (default in process; lost when a master restarts),
+   * `"sqlite"` (a file in the cluster's temp dir; the default with the processes backend) or
+   * `"etcd"` (a real etcd started for the cluster, see `cluster.etcd`; needs the `etcd` binary).
+   */
+  readonly storage?: "memory" | "sqlite" | "etcd"
+  /**
+   * When the cluster's scope closes with a failure, write the event log and every process's last
+   * log lines to stderr (default `true`); a function receives the report instead.
+   */
+  readonly dumpOnFailure?: boolean | ((report: string) => void)
+  /** Milliseconds a master or agent process may take to start (processes backend, default 20000). */
+  readonly startTimeoutMs?: number
   /** Number of agents (default 3). */
   readonly agents?: number
   /** Resources of every agent (default "cpus:2;mem:2048;disk:4096;ports:[31000-31999]"). */
   readonly agentResources?: string
   /** Attributes of agent `i` (0-based); default "rack:r<i mod 3 + 1>". */
   readonly agentAttributes?: (index: number) => string
-  /** Master settings (the allocation interval, offer timeout, ...). */
+  /**
+   * Master settings (the allocation interval, offer timeout, ...). With the processes backend only
+   * those with a `berth master` flag: `allocationIntervalMs`, `offerTimeoutSeconds`,
+   * `frameworkHeartbeatSeconds`, `agentPingSeconds`, `agentPingMisses`, `leaderLeaseSeconds`,
+   * `httpPort`, `host`.
+   */
   readonly master?: Partial<Master.Config>
   /** Seconds between resends of unacknowledged status updates (default 10). */
   readonly statusUpdateRetrySeconds?: number
-  /** The cluster's own log level (default "Warn", so test output shows what matters). */
+  /**
+   * The in-process cluster's log level (default "Warn", so test output shows what matters).
+   * Processes log at their own level into their log files.
+   */
   readonly logLevel?: LogLevel.LogLevel
   /**
    * TLS on the master's gRPC port, with a throwaway CA made by `openssl` for the test: `true`
@@ -60,6 +106,7 @@ export interface Options {
   /** The master's ACLs (roles per framework principal, operator principals). */
   readonly acls?: Security.AclsFile
 }
+
 
 /** What a client needs to reach a secured test cluster. */
 export interface ClusterSecurity {
@@ -81,173 +128,187 @@ export interface ClusterSecurity {
 
 export interface ClusterAgent {
   readonly index: number
+  /** "agent-1", "agent-2", ...: the name in the event log and in log file names. */
+  readonly name: string
+  /** "agent-1.test", ...: the hostname the agent reports. */
+  readonly hostname: string
   readonly agentId: string
   readonly workDir: string
-  /** Status updates the agent holds because they are not acknowledged yet. */
+  /**
+   * Status updates the agent holds because they are not acknowledged yet (with the processes
+   * backend, read from the update logs of its checkpoint).
+   */
   readonly pendingUpdates: () => number
+  /** The agent process's pid while it runs (processes backend). */
+  readonly pid: () => number | undefined
+  /** The file its stdout and stderr go to (processes backend). */
+  readonly logFile: string | undefined
+  /** SIGKILL, as a crash: its tasks keep running. Waits until the process is gone. */
+  readonly kill: Effect.Effect<void, UnsupportedFault>
+  /**
+   * Starts it again on the same work dir (SIGKILLing it first if it runs): it recovers its tasks
+   * and re-registers under the same id. Completes once it has registered.
+   */
+  readonly restart: Effect.Effect<void, UnsupportedFault | ProcessError | TimeoutError>
+  /** SIGSTOP: the agent falls silent (its tasks run on), so the master sees it as partitioned. */
+  readonly pause: Effect.Effect<void, UnsupportedFault | ProcessError>
+  /** SIGCONT after `pause`. */
+  readonly resume: Effect.Effect<void, UnsupportedFault | ProcessError>
+}
+
+export interface ClusterMaster {
+  readonly index: number
+  /** "master-1", ... */
+  readonly name: string
+  /** "host:port" (a restarted master keeps its port). */
+  readonly endpoint: string
+  /** "host:port" of `/metrics` and `/health`, when `master.httpPort` was given. */
+  readonly httpEndpoint: string | undefined
+  readonly pid: () => number | undefined
+  readonly logFile: string | undefined
+  /** SIGKILL. Waits until the process is gone. */
+  readonly kill: Effect.Effect<void, UnsupportedFault>
+  /** Starts it again (SIGKILLing it first if it runs), on the same port and store. */
+  readonly restart: Effect.Effect<void, UnsupportedFault | ProcessError | TimeoutError>
+}
+
+/** The cluster's etcd (with `storage: "etcd"`). */
+export interface ClusterEtcd {
+  /** Client URL, e.g. "http://127.0.0.1:40123". */
+  readonly endpoint: string
+  /** SIGTERM; the data is kept. */
+  readonly stop: Effect.Effect<void>
+  /** SIGKILL, as a crash; the data is kept. */
+  readonly kill: Effect.Effect<void>
+  /** Starts it again on the same ports with the same data; completes once it is healthy. */
+  readonly start: Effect.Effect<void, EtcdServer.EtcdServerError>
+}
+
+/** One line of the cluster event log. */
+export interface ClusterEvent {
+  /** Position in the log, from 0. */
+  readonly seq: number
+  /** Wall-clock time it was recorded. */
+  readonly atMs: number
+  /**
+   * `"master"`: from the leading master's event stream; `"testkit"`: something the testkit did
+   * (a signal, a restart) or saw (a process exiting, the event stream moving to a new leader);
+   * `"test"`: recorded by the test with `record`.
+   */
+  readonly source: "master" | "testkit" | "test"
+  /** e.g. "agent-2 SIGKILL", "master-1 restarted", "task web-1 RUNNING on agent-1". */
+  readonly text: string
+}
+
+export interface EventLog {
+  /** Every event so far, in the order recorded. */
+  readonly all: () => ReadonlyArray<ClusterEvent>
+  /** The texts of every event so far. */
+  readonly texts: () => ReadonlyArray<string>
+  /** Adds a line of the test's own (a marker to read the log by). */
+  readonly record: (text: string) => void
+  /** Waits until an event at or after `since` (a `seq`, default 0) matches (default timeout 30 s). */
+  readonly waitFor: (
+    description: string,
+    match: (event: ClusterEvent) => boolean,
+    options?: { readonly timeout?: number; readonly since?: number }
+  ) => Effect.Effect<ClusterEvent, TimeoutError>
+  /** The log as text, one event a line with its time since the cluster started. */
+  readonly format: () => string
 }
 
 export interface TestCluster {
-  /** The master's "host:port": what a framework under test connects to. */
+  readonly backend: Backend
+  /** The first master's "host:port": what a framework under test connects to. */
   readonly master: string
-  /** The master's HTTP endpoint (`/metrics`, `/health`) when `master.httpPort` was given. */
+  /** The first master's HTTP endpoint (`/metrics`, `/health`) when `master.httpPort` was given. */
   readonly masterHttp: string | undefined
+  readonly masters: ReadonlyArray<ClusterMaster>
+  /** Asks the masters which one leads now (undefined while none does). */
+  readonly leader: Effect.Effect<ClusterMaster | undefined>
   readonly agents: ReadonlyArray<ClusterAgent>
-  /** The temp directory holding every agent's work dir (removed when the cluster stops). */
+  /** The temp directory holding every work dir and log (removed when the cluster stops). */
   readonly workDir: string
-  /** The operator API, with the `operator` principal's credentials and the cluster's TLS. */
+  /**
+   * The operator API, with the `operator` principal's credentials and the cluster's TLS. Its
+   * calls go to the leading master (found again after a failover).
+   */
   readonly operator: Operator.Operator
   readonly security: ClusterSecurity
-  /** Polls the master's state until `condition` holds (default timeout 30 s). */
+  /** The cluster event log. */
+  readonly events: EventLog
+  /** The cluster's etcd, with `storage: "etcd"`. */
+  readonly etcd: ClusterEtcd | undefined
+  /**
+   * Polls the leading master's state until `condition` holds (default timeout 30 s). While no
+   * master answers (a failover, a restart) it keeps polling.
+   */
   readonly waitFor: (
     description: string,
     condition: (state: v1.GetStateResponse) => boolean,
     options?: { readonly timeout?: number }
   ) => Effect.Effect<v1.GetStateResponse, TimeoutError | Operator.OperatorError>
+  /**
+   * The failure report: the event log and each process's last log lines (once the cluster has
+   * stopped, as they were when it stopped).
+   */
+  readonly report: () => string
 }
 
+export type MakeError =
+  | ClusterError.StartupError
+  | TimeoutError
+  | Certificates.CertificateError
+  | ProcessError
+  | InvalidOptions
+  | EtcdServer.EtcdServerError
+
 /** Starts a cluster that lives as long as the enclosing scope. */
-export const make = (
-  options: Options = {}
-): Effect.Effect<TestCluster, ClusterError.StartupError | TimeoutError | Certificates.CertificateError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const workDir = yield* Effect.acquireRelease(
-      Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "berth-cluster-"))),
-      (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }))
-    )
-    const scope = yield* Scope.Scope
-    const storeContext = yield* Layer.build(StateStore.layerMemory)
-    const quiet = Effect.provideService(References.MinimumLogLevel, options.logLevel ?? "Warn")
-    const count = options.agents ?? 3
-    const security = yield* secure(workDir, options)
-    const master = yield* Master.start({ port: 0, ...options.master, ...security.master }).pipe(
-      Effect.provide(storeContext),
-      quiet
-    )
-    const operator = yield* Operator.make(master.endpoint, {
-      tls: security.client.tls,
-      credentials: security.client.credentials?.operator
-    })
-    const agents: Array<ClusterAgent> = []
-    for (let index = 0; index < count; index++) {
-      const agentWorkDir = path.join(workDir, `agent-${index + 1}`)
-      const agent = yield* Agent.start({
-        master: master.endpoint,
-        workDir: agentWorkDir,
-        hostname: `agent-${index + 1}.test`,
-        resources: options.agentResources ?? "cpus:2;mem:2048;disk:4096;ports:[31000-31999]",
-        attributes: options.agentAttributes?.(index) ?? `rack:r${(index % 3) + 1}`,
-        statusUpdateRetrySeconds: options.statusUpdateRetrySeconds ?? 10,
-        ...(security.client.tls === undefined ? {} : { tls: security.client.tls }),
-        ...(security.client.credentials?.agent === undefined || security.authentication?.agents === false
-          ? {}
-          : { credentials: security.client.credentials.agent })
-      }).pipe(Scope.provide(scope), quiet)
-      const agentId = yield* agent.registered.pipe(
-        Effect.timeoutOrElse({
-          duration: "20 seconds",
-          orElse: () => Effect.fail(new TimeoutError({ description: `agent ${index + 1} to register`, timeoutMs: 20_000 }))
-        })
-      )
-      agents.push({ index, agentId, workDir: agentWorkDir, pendingUpdates: agent.pendingUpdates })
-    }
-    const waitFor: TestCluster["waitFor"] = (description, condition, waitOptions) => {
-      const timeoutMs = waitOptions?.timeout ?? 30_000
-      return operator.state.pipe(
-        Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: condition }),
-        Effect.timeoutOrElse({
-          duration: timeoutMs,
-          orElse: () => Effect.fail(new TimeoutError({ description, timeoutMs }))
-        })
-      )
-    }
-    return { master: master.endpoint, masterHttp: master.httpEndpoint, agents, workDir, operator, security: security.client, waitFor }
-  })
-
-const secret = () => randomBytes(18).toString("base64url")
-
-/** Certificates and the credentials file for the options' TLS and authentication. */
-const secure = (workDir: string, options: Options) =>
-  Effect.gen(function*() {
-    const dir = path.join(workDir, "security")
-    const certificates = options.tls === undefined || options.tls === false
-      ? undefined
-      : yield* Certificates.generate(path.join(dir, "tls"))
-    const authentication = options.authentication === undefined
-      ? undefined
-      : options.authentication === true
-      ? { frameworks: true, operators: true, agents: true }
-      : options.authentication === false
-      ? { frameworks: false, operators: false, agents: false }
-      : {
-        frameworks: options.authentication.frameworks ?? true,
-        operators: options.authentication.operators ?? true,
-        agents: options.authentication.agents ?? true
-      }
-    const credentials = authentication === undefined && options.principals === undefined
-      ? undefined
-      : {
-        framework: { principal: "framework", secret: secret() },
-        operator: { principal: "operator", secret: secret() },
-        agent: { principal: "agent", secret: secret() }
-      }
-    let credentialsFile: string | undefined
-    if (credentials !== undefined) {
-      credentialsFile = path.join(dir, "credentials.json")
-      const file: Security.CredentialsFile = {
-        credentials: [
-          { ...credentials.framework, kind: "framework" },
-          { ...credentials.operator, kind: "operator" },
-          { ...credentials.agent, kind: "agent" },
-          ...(options.principals ?? [])
-        ]
-      }
-      yield* Effect.promise(async () => {
-        await fs.mkdir(dir, { recursive: true })
-        await fs.writeFile(credentialsFile!, JSON.stringify(file, null, 2), { mode: 0o600 })
-      })
-    }
-    const mutual = options.tls === "mutual"
-    const master: Partial<Master.Config> = {
-      ...(certificates === undefined ? {} : {
-        tls: { certFile: certificates.server.cert, keyFile: certificates.server.key, ...(mutual ? { caFile: certificates.ca } : {}) }
-      }),
-      ...(credentialsFile === undefined ? {} : { credentials: credentialsFile }),
-      ...(authentication === undefined ? {} : { authentication }),
-      ...(options.acls === undefined ? {} : { acls: options.acls })
-    }
-    const client: ClusterSecurity = {
-      tls: certificates === undefined
-        ? undefined
-        : { ca: certificates.ca, ...(mutual ? { cert: certificates.client.cert, key: certificates.client.key } : {}) },
-      credentials,
-      certificates,
-      credentialsFile
-    }
-    return { master, client, authentication, certificates }
-  })
+export const make = (options: Options = {}): Effect.Effect<TestCluster, MakeError, Scope.Scope> =>
+  (options.backend ?? "in-process") === "processes" ? Processes.make(options) : InProcess.make(options)
 
 /** A cluster for Promise users: stop it with `await cluster.stop()` or `await using`. */
 export interface RunningCluster extends TestCluster, AsyncDisposable {
-  readonly stop: () => Promise<void>
+  /**
+   * Stops everything. `{ failed: true }` writes the failure report first (as the Effect API does
+   * when its scope fails), e.g. from vitest's `onTestFailed`.
+   */
+  readonly stop: (options?: { readonly failed?: boolean }) => Promise<void>
 }
 
 /**
- * Starts a cluster outside Effect.
+ * Starts a cluster outside Effect. `await using` stops it when the block ends; vitest users get
+ * the failure report with `onTestFailed(() => cluster.stop({ failed: true }))`.
  *
  * @example
  * ```ts
- * await using cluster = await TestCluster.start({ agents: 3 })
+ * await using cluster = await TestCluster.start({ backend: "processes", agents: 3 })
+ * onTestFailed(() => cluster.stop({ failed: true }))
  * console.log(cluster.master)
  * ```
  */
 export const start = async (options: Options = {}): Promise<RunningCluster> => {
   const scope = Effect.runSync(Scope.make())
   const cluster = await Effect.runPromise(make(options).pipe(Scope.provide(scope))).catch(async (error: unknown) => {
-    await Effect.runPromise(Scope.close(scope, Exit.void))
+    await Effect.runPromise(Scope.close(scope, Exit.fail(error)))
     throw error
   })
   let stopped: Promise<void> | undefined
-  const stop = () => (stopped ??= Effect.runPromise(Scope.close(scope, Exit.void)))
-  return { ...cluster, stop, [Symbol.asyncDispose]: stop }
+  let reported = false
+  const stop = (stopOptions?: { readonly failed?: boolean }) => {
+    const failed = stopOptions?.failed === true
+    if (stopped !== undefined) {
+      // Already stopped (`await using` ends before vitest's onTestFailed runs): the report taken
+      // when the cluster stopped is written now.
+      if (failed && !reported) {
+        reported = true
+        Common.writeReport(options, cluster.report())
+      }
+      return stopped
+    }
+    reported ||= failed
+    stopped = Effect.runPromise(Scope.close(scope, failed ? Exit.fail(new Error("the test failed")) : Exit.void))
+    return stopped
+  }
+  return { ...cluster, stop, [Symbol.asyncDispose]: () => stop() }
 }
