@@ -26,7 +26,7 @@ export type Event = NonNullable<v1.SubscribeResponse["event"]>
  * @category models
  */
 export interface Options {
-  /** The master's gRPC endpoint, "host:port". A master that does not lead redirects the session. */
+  /** The master's gRPC endpoint, "host:port", or several comma-separated (HA). A standby redirects the session to the leader. */
   readonly master: string
   readonly framework: {
     /** Shown in the master's state and UI; must not be empty. */

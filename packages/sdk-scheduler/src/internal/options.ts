@@ -67,7 +67,10 @@ const Roles = Schema.Array(Role).check(
 
 const OptionsSchema = Schema.Struct({
   master: Schema.String.check(
-    Schema.makeFilter((s: string) => isHostPort(s) || "must be \"host:port\" with a port from 1 to 65535")
+    Schema.makeFilter((s: string) =>
+      s.split(",").every((m) => isHostPort(m.trim())) ||
+      "must be \"host:port\" (or several, comma-separated, for HA) with ports from 1 to 65535"
+    )
   ),
   framework: Schema.Struct({
     name: NonBlank,

@@ -65,7 +65,11 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
     let frameworkId = config.framework.frameworkId
     // A redirect moves the session to the leader; an unreachable leader sends it back to the
     // configured master, which redirects again if it does not lead.
-    let target = config.master
+    // Several masters may be named ("a:5050,b:5050"): after a failure that names no leader, the
+    // next one is tried; a standby's answer names the leader.
+    const masters = config.master.split(",").map((m) => m.trim()).filter((m) => m !== "")
+    let masterIndex = 0
+    let target = masters[0]!
     let channel: { readonly address: string; readonly client: v1.SchedulerServiceClient } | undefined
     let tearingDown = false
 
@@ -266,7 +270,12 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
         yield* disconnected
         if (tearingDown && error._tag === "FrameworkRemoved") return yield* ended(error, true)
         if (isTerminal(error)) return yield* ended(error, false)
-        target = error._tag === "NotLeader" ? error.leader : config.master
+        if (error._tag === "NotLeader" && error.leader !== "" && error.leader !== target) {
+          target = error.leader
+        } else {
+          masterIndex = (masterIndex + 1) % masters.length
+          target = masters[masterIndex]!
+        }
         // A fresh channel per attempt: grpc-js would otherwise apply its own reconnect backoff
         // (up to minutes) on top of `reconnect`, and a half-dead connection would be reused.
         dropChannel()
