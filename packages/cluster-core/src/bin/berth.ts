@@ -129,6 +129,23 @@ if (flags.help) {
   process.exit(0)
 }
 
+// The master's recommended V8 setting (docs/performance.md, "Master at scale"): a small young
+// generation. V8 otherwise grows it to 64 MB per semi-space when the old space may be large (a
+// master started with --max-old-space-size), some 130 MB of RSS that holds nothing live: the
+// master's garbage is short-lived messages. The flag only takes effect at start-up, so the master
+// re-executes itself in place (same pid) with it, unless the flag is already given or
+// BERTH_MASTER_V8_FLAGS is set ("" keeps V8's defaults).
+if (command === "master" && typeof process.execve === "function") {
+  const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.includes("semi-space-size"))
+  const wanted = (process.env.BERTH_MASTER_V8_FLAGS ?? "--max-semi-space-size=16").split(" ").filter((a) => a !== "")
+  if (!given && wanted.length > 0) {
+    process.execve(process.execPath, [process.execPath, ...process.execArgv, ...wanted, ...process.argv.slice(1)], {
+      ...process.env,
+      BERTH_MASTER_V8_FLAGS: ""
+    })
+  }
+}
+
 /** The master's security settings from its flags, every file read and checked: a bad one exits 2. */
 const masterSecurity = async () => {
   const fail = (flag: string, rule: string): never => {

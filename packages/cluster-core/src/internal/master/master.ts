@@ -142,16 +142,24 @@ interface TaskEntry {
   packedStatus: string | undefined
 }
 
-const latin1 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")
+type Writer = ReturnType<typeof v1.TaskInfo.encode>
+/** One writer for every record: a fresh writer per encode allocates (and grows) a buffer each time. */
+const writer: Writer = v1.TaskInfo.encode(v1.TaskInfo.create())
+writer.finish()
+/** The writer's bytes as a one-byte string, and the writer reset. */
+const packed = (w: Writer): string => {
+  const bytes = w.finish()
+  return bytes.length <= 4096 ? String.fromCharCode.apply(null, bytes as unknown as Array<number>) : Buffer.from(bytes).toString("latin1")
+}
 const fromLatin1 = (text: string) => Buffer.from(text, "latin1")
 const emptyTaskInfo = v1.TaskInfo.create()
 
 const packStatus = (status: v1.TaskStatus | undefined, taskId: string, agentId: string): string | undefined =>
-  status === undefined ? undefined : latin1(v1.TaskStatus.encode({
+  status === undefined ? undefined : packed(v1.TaskStatus.encode({
     ...status,
     taskId: status.taskId === taskId ? "" : status.taskId,
     agentId: status.agentId === agentId ? "" : status.agentId
-  }).finish())
+  }, writer))
 
 const taskInfo = (task: TaskEntry): v1.TaskInfo => ({ ...v1.TaskInfo.decode(fromLatin1(task.packedInfo)), resources: [...task.resources] })
 
@@ -278,7 +286,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   /** Equal resource lists, one array: most tasks of a framework ask for the same resources. */
   const resourceLists = new Map<string, ReadonlyArray<v1.Resource>>()
   const internResources = (resources: ReadonlyArray<v1.Resource>): ReadonlyArray<v1.Resource> => {
-    const key = latin1(v1.TaskInfo.encode({ ...emptyTaskInfo, resources: [...resources] }).finish())
+    const key = packed(v1.TaskInfo.encode({ ...emptyTaskInfo, resources: [...resources] }, writer))
     const found = resourceLists.get(key)
     if (found !== undefined) return found
     // Bounded: past this many distinct lists new ones are simply not shared with earlier ones.
@@ -303,7 +311,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     executorId: info.executor === undefined ? "" : intern(info.executor.executorId),
     resources: internResources(info.resources),
     killPolicy: info.killPolicy === undefined ? undefined : { ...info.killPolicy },
-    packedInfo: latin1(v1.TaskInfo.encode({ ...info, resources: [] }).finish()),
+    packedInfo: packed(v1.TaskInfo.encode({ ...info, resources: [] }, writer)),
     state,
     packedStatus: packStatus(status, info.taskId, agentId)
   })
@@ -1085,7 +1093,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         }))
       }
       kick()
-      yield* Effect.logInfo(known ? "agent re-registered" : "agent registered").pipe(
+      // A new leader re-registers every agent at once: one line each would cost more than the registration.
+      yield* (known ? Effect.logDebug("agent re-registered") : Effect.logInfo("agent registered")).pipe(
         Effect.annotateLogs({ agentId, hostname: info.hostname, resources: Resources.format(info.resources) })
       )
       return agentId
@@ -1236,7 +1245,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   // ---------------------------------------------------------------- operator
 
   const agentView = (agentId: string, agent: AgentEntry): v1.Agent => {
-    const offered = Resources.add([], [...(offersByAgent.get(agentId) ?? [])].flatMap((id) => offers.get(id)?.resources ?? []))
+    // Most agents have no offer out: the operator's agent list of 10,000 agents stays cheap.
+    const offerIds = offersByAgent.get(agentId)
+    const offered = offerIds === undefined ? [] : Resources.add([], [...offerIds].flatMap((id) => offers.get(id)?.resources ?? []))
     return {
       info: agent.info,
       state: agent.draining
@@ -1246,7 +1257,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         : agent.state === "active"
         ? v1.Agent_State.ACTIVE
         : v1.Agent_State.UNREACHABLE,
-      allocated: Resources.subtract(allocator.agentAllocated(agentId), offered),
+      allocated: offered.length === 0 ? [...allocator.agentAllocated(agentId)] : Resources.subtract(allocator.agentAllocated(agentId), offered),
       offered,
       registeredTimeMs: agent.registeredAtMs
     }
@@ -1509,6 +1520,16 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     })),
     Effect.orElseSucceed(() => "")
   )
+  /**
+   * A standby answers every agent of a failed leader, 10,000 of them retrying each second while the
+   * old lease runs out: it reads the election key at most every 250 ms for them.
+   */
+  let knownLeader: { readonly endpoint: string; readonly atMs: number } | undefined
+  const recentLeader = Effect.suspend(() => {
+    const now = clock.currentTimeMillisUnsafe()
+    if (knownLeader !== undefined && now - knownLeader.atMs < 250) return Effect.succeed(knownLeader.endpoint)
+    return Effect.tap(currentLeader, (endpoint) => Effect.sync(() => (knownLeader = { endpoint, atMs: now })))
+  })
   const notLeader = Effect.flatMap(currentLeader, (leader) => Effect.fail(new NotLeader({ leader })))
   /** Every call but the master's own info is for the leader only; handlers learn who calls. */
   const guard = <Req, A, E, R>(handler: (request: Req) => Effect.Effect<A, E, R>) =>
@@ -1517,7 +1538,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   const guardStream = <C extends grpc.ServerWritableStream<any, any> | grpc.ServerDuplexStream<any, any>>(handler: (call: C) => void) =>
   (call: C) => {
     if (leading) return handler(call)
-    run(Effect.flatMap(currentLeader, (leader) => Effect.sync(() => Grpc.failStream(call, new NotLeader({ leader })))))
+    run(Effect.flatMap(recentLeader, (leader) => Effect.sync(() => Grpc.failStream(call, new NotLeader({ leader })))))
   }
 
   const subscribeHandler = (call: grpc.ServerWritableStream<v1.SubscribeRequest, v1.SubscribeResponse>) => {
