@@ -288,15 +288,17 @@ describe("TestCluster, processes backend", () => {
       expect(state.master?.leading).toBe(true)
       expect((yield* cluster.leader)?.name).toBe("master-1")
       expect(framework.updates.some((u) => u.state === TaskState.KILLED || u.state === TaskState.FAILED)).toBe(false)
+      // The testkit notices the lost stream on its own schedule, possibly only after etcd is back:
+      // only the order of what the test did and what the master then reported is fixed.
       const order = inOrder(cluster.events.texts(), [
         "etcd stopped",
-        /^event stream of master-1 (lost|ended)/,
         "etcd started",
         /^master-1 \(leader\) snapshot/
       ])
       expect(order.ok, cluster.events.format()).toBe(true)
       const texts = cluster.events.texts()
       expect(texts.indexOf("no master leads")).toBeGreaterThan(texts.indexOf("etcd stopped"))
+      expect(texts.some((t) => /^event stream of master-1 (lost|ended)/.test(t))).toBe(true)
     }), 50_000)
 
   it.live("a failing test gets the event log and each process's last log lines on stderr; a passing one does not", () =>
