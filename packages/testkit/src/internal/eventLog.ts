@@ -4,7 +4,7 @@
  * happened around it.
  */
 import { TaskStates, v1 } from "@berth/proto"
-import { Effect, type Scope, Stream } from "effect"
+import { Clock, Effect, type Scope, Stream } from "effect"
 import type { ClusterEvent, EventLog } from "../TestCluster.ts"
 import { TimeoutError } from "../TestClusterError.ts"
 import type * as Operator from "../Operator.ts"
@@ -15,11 +15,12 @@ export interface MutableEventLog extends EventLog {
   readonly add: (source: ClusterEvent["source"], text: string) => void
 }
 
-export const make = (): MutableEventLog => {
+/** Timestamps come from the given Clock, so a test on virtual time gets virtual timestamps. */
+export const make = (clock: Clock.Clock): MutableEventLog => {
   const entries: Array<ClusterEvent> = []
-  const started = Date.now()
+  const started = clock.currentTimeMillisUnsafe()
   const add = (source: ClusterEvent["source"], text: string) => {
-    entries.push({ seq: entries.length, atMs: Date.now(), source, text })
+    entries.push({ seq: entries.length, atMs: clock.currentTimeMillisUnsafe(), source, text })
   }
   const format = () =>
     entries

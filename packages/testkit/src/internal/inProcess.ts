@@ -1,7 +1,7 @@
 /** The in-process backend: master and agents inside the test process. */
 import { Agent, Master } from "@berth/cluster-core"
 import { EtcdServer, StateStore } from "@berth/storage"
-import { Effect, Layer, References, Scope } from "effect"
+import { Clock, Effect, Layer, References, Scope } from "effect"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -23,7 +23,7 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
       Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "berth-cluster-"))),
       (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }))
     )
-    const events = EventLog.make()
+    const events = EventLog.make(yield* Clock.Clock)
     const reporting = Common.reporting(options, () => Common.report("in-process", workDir, events, () => []))
     const report = reporting.report
     yield* reporting.finalizer

@@ -4,7 +4,7 @@
  */
 import type { Master } from "@berth/cluster-core"
 import { EtcdServer } from "@berth/storage"
-import { Effect, Scope } from "effect"
+import { Clock, Effect, Scope } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -86,7 +86,7 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
     )
     const logs = path.join(workDir, "logs")
     fs.mkdirSync(logs)
-    const events = EventLog.make()
+    const events = EventLog.make(yield* Clock.Clock)
     const daemons: Array<Daemon.Daemon> = []
     const reporting = Common.reporting(options, () => Common.report("processes", workDir, events, () => daemons))
     const report = reporting.report
