@@ -10,6 +10,7 @@ const workspaces = [
   ["cluster-core", "packages/cluster-core"],
   ["testkit", "packages/testkit"],
   ["hello-framework", "examples/hello-framework"],
+  ["marathon-like", "apps/marathon-like"],
   ["integration", "."]
 ] as const
 
