@@ -10,6 +10,8 @@ const workspaces = [
   ["cluster-core", "packages/cluster-core"],
   ["testkit", "packages/testkit"],
   ["hello-framework", "examples/hello-framework"],
+  ["hello-world", "examples/hello-world"],
+  ["kv-store", "examples/kv-store"],
   ["marathon-like", "apps/marathon-like"],
   ["integration", "."]
 ] as const

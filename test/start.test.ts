@@ -9,13 +9,14 @@ import { alive, descendants } from "./support/processes.ts"
 const root = fileURLToPath(new URL("..", import.meta.url))
 
 describe("npm start", () => {
-  it("starts a cluster, runs the hello framework, prints its output, and leaves nothing behind on Ctrl-C", async () => {
+  it("starts a cluster and marathon-like with the example app, prints the UI URL, and leaves nothing behind on Ctrl-C", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "berth-start-"))
     // Its own process group, so the test can deliver Ctrl-C the way a terminal does: SIGINT to
     // every process of the foreground group at once.
     const npm = spawn("npm", ["start", "--silent", "--", "--port", "0", "--dir", dir], {
       cwd: root,
       detached: true,
+      env: { ...process.env, MARATHON_HTTP_PORT: "0" },
       stdio: ["ignore", "pipe", "pipe"]
     })
     let output = ""
@@ -29,15 +30,27 @@ describe("npm start", () => {
         await new Promise((r) => setTimeout(r, 100))
       }
       expect(output).toMatch(/cluster ready: master 127\.0\.0\.1:\d+, 3 agents/)
-      for (let i = 0; i < 6; i++) {
-        expect(output).toMatch(new RegExp(`\\[hello-framework\\] hello-${i} FINISHED: Hello from task ${i} on `))
+      const url = /marathon-like UI: (http:\/\/127\.0\.0\.1:\d+)\/ui\//.exec(output)?.[1]
+      expect(url, output).toBeDefined()
+      expect(output).toContain("deployed examples/marathon-apps/hello.json")
+      // The example app runs its two instances on the cluster, and the UI is served.
+      const runningDeadline = Date.now() + 60_000
+      let app: { tasksRunning: number } | undefined
+      while (Date.now() < runningDeadline) {
+        app = ((await (await fetch(`${url}/v2/apps/hello`)).json()) as { app: { tasksRunning: number } }).app
+        if (app?.tasksRunning === 2) break
+        await new Promise((r) => setTimeout(r, 200))
       }
-      expect(output).toContain("hello-framework exited with code 0")
+      expect(app?.tasksRunning).toBe(2)
+      const ui = await fetch(`${url}/ui/`)
+      expect(ui.status).toBe(200)
+      expect(ui.headers.get("content-type")).toMatch(/text\/html/)
       expect(fs.existsSync(path.join(dir, "master.db"))).toBe(true)
+      expect(fs.existsSync(path.join(dir, "marathon-like.db"))).toBe(true)
 
       const processes = descendants(npm.pid!)
-      // npm, the start script, berth dev, a master and three agents at least.
-      expect(processes.length).toBeGreaterThanOrEqual(5)
+      // npm, the start script, berth dev, a master, three agents and marathon-like at least.
+      expect(processes.length).toBeGreaterThanOrEqual(6)
       process.kill(-npm.pid!, "SIGINT")
       await exited
       const deadlineStop = Date.now() + 15_000

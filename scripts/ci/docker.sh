@@ -5,6 +5,8 @@
 # from a debootstrap of the Debian mirror this machine's apt already uses, then `docker import`ed.
 #
 # Idempotent and bounded in time: every step is skipped when its result is already there.
+# The testkit's containers backend builds its own image (berth-testkit:<hash>) FROM this base
+# image lazily, on its first cluster (a few seconds, then cached): nothing more is built here.
 #
 #   bash scripts/ci/docker.sh          install if missing, start dockerd if needed, build the image
 #   bash scripts/ci/docker.sh stop     stop the dockerd this script started (by its recorded pid)

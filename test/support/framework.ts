@@ -20,6 +20,9 @@ export interface TestFramework {
   /** Hex uuids of every update that carried one, and of every acknowledgement sent. */
   readonly received: ReadonlySet<string>
   readonly acknowledged: ReadonlySet<string>
+  /** Messages from the framework's custom executors, and executor failures, in arrival order. */
+  readonly messages: ReadonlyArray<v1.SubscribeResponse_Message>
+  readonly failures: ReadonlyArray<v1.SubscribeResponse_Failure>
   /** Waits until `taskId` reports `state` and returns that update. */
   readonly awaitState: (taskId: string, state: v1.TaskState) => Effect.Effect<v1.TaskStatus>
   /** Waits until every task in `taskIds` reached a terminal state. */
@@ -45,6 +48,8 @@ export const open = (
       rescinded.has(offer.offerId) ? nextOffer : Effect.succeed(offer))
     const updates: Array<v1.TaskStatus> = []
     const operations: Array<v1.OperationStatus> = []
+    const messages: Array<v1.SubscribeResponse_Message> = []
+    const failures: Array<v1.SubscribeResponse_Failure> = []
     const received = new Set<string>()
     const acknowledged = new Set<string>()
     const waiters: Array<{ match: (s: v1.TaskStatus) => boolean; done: Deferred.Deferred<v1.TaskStatus> }> = []
@@ -58,6 +63,8 @@ export const open = (
           // Offers from before a re-subscription are void.
           if (event.$case === "subscribed") for (const offer of yield* Queue.clear(offers)) rescinded.add(offer.offerId)
           if (event.$case === "updateOperationStatus") operations.push(...event.value.statuses)
+          if (event.$case === "message") messages.push(event.value)
+          if (event.$case === "failure") failures.push(event.value)
           if (event.$case === "update") {
             for (const status of event.value.statuses) {
               updates.push(status)
@@ -98,6 +105,8 @@ export const open = (
       nextOffer,
       updates,
       operations,
+      messages,
+      failures,
       received,
       acknowledged,
       awaitState,

@@ -72,6 +72,42 @@ export interface Options {
   readonly killTasksOnStop?: boolean
   /** Milliseconds between polls of a re-attached task for its end (default 1000). */
   readonly reattachPollMs?: number
+  /**
+   * Seconds a custom executor has to subscribe after its start (default 60, Mesos'
+   * `--executor_registration_timeout`); then it is killed and its tasks fail with
+   * REASON_EXECUTOR_REGISTRATION_TIMEOUT.
+   */
+  readonly executorRegistrationTimeoutSeconds?: number
+  /**
+   * Seconds a custom executor still running after an agent restart has to subscribe again
+   * (default 10; Mesos' `--executor_reregistration_timeout` is 2 s, but executors here back off
+   * up to 1 s between attempts and a busy machine restarts slowly); then it is killed and its
+   * tasks fail with REASON_EXECUTOR_REREGISTRATION_TIMEOUT.
+   */
+  readonly executorReregistrationTimeoutSeconds?: number
+  /**
+   * Seconds a custom executor keeps trying to re-subscribe while its agent is away (default 900,
+   * Mesos' `--recovery_timeout`); it is told so in `BERTH_RECOVERY_TIMEOUT_MS`.
+   */
+  readonly recoveryTimeoutSeconds?: number
+  /**
+   * "auto" (default): process tasks get cpu and memory limits through Linux cgroups (v2, else
+   * v1) where the machine allows them, and a task that outgrows its memory ends FAILED with
+   * REASON_CONTAINER_LIMITATION_MEMORY; the agent logs at startup which it found. "off": none.
+   */
+  readonly cgroups?: "auto" | "off"
+  /**
+   * TLS for the agent's own API (sandbox files, the executor API): PEM files of its certificate
+   * and key, and the CA that signed them (given to custom executors, `BERTH_AGENT_CA_FILE`, to
+   * verify the agent). Plaintext when absent.
+   */
+  readonly apiTls?: { readonly certFile: string; readonly keyFile: string; readonly caFile?: string }
+  /**
+   * A credentials file (the master's `--credentials` format; path or parsed) for the agent's own
+   * API: every file call must then carry an operator principal's credentials, and custom executors
+   * authenticate with the token the agent gives each (`BERTH_EXECUTOR_TOKEN`).
+   */
+  readonly apiCredentials?: string | Security.CredentialsFile
   /** TLS to the master (the master's CA; a certificate and key when it requires mutual TLS). */
   readonly tls?: Security.ClientTls
   /** The agent principal's credentials, when the master authenticates agents. */
@@ -99,6 +135,16 @@ export const start = (options: Options): Effect.Effect<Handle, StartupError, Sco
     if (!(Number.isFinite(gcDelaySeconds) && gcDelaySeconds >= 0)) {
       return yield* invalid(`gcDelaySeconds: must be a number of seconds >= 0 (got ${gcDelaySeconds})`)
     }
+    const timeouts = {
+      executorRegistrationTimeoutSeconds: options.executorRegistrationTimeoutSeconds ?? 60,
+      executorReregistrationTimeoutSeconds: options.executorReregistrationTimeoutSeconds ?? 10,
+      recoveryTimeoutSeconds: options.recoveryTimeoutSeconds ?? 15 * 60
+    }
+    for (const [name, value] of Object.entries(timeouts)) {
+      if (!(Number.isFinite(value) && value > 0)) return yield* invalid(`${name}: must be a number of seconds > 0 (got ${value})`)
+    }
+    const cgroups = options.cgroups ?? "auto"
+    if (cgroups !== "auto" && cgroups !== "off") return yield* invalid(`cgroups: must be "auto" or "off" (got "${String(cgroups)}")`)
     const parsed = yield* Effect.try({
       try: () => ({
         resources: Detect.resources(
@@ -128,6 +174,14 @@ export const start = (options: Options): Effect.Effect<Handle, StartupError, Sco
       recover,
       gcDelayMs: gcDelaySeconds * 1000,
       killTasksOnStop: options.killTasksOnStop ?? true,
-      reattachPollMs: options.reattachPollMs ?? 1000
+      reattachPollMs: options.reattachPollMs ?? 1000,
+      executorRegistrationTimeoutMs: timeouts.executorRegistrationTimeoutSeconds * 1000,
+      executorReregistrationTimeoutMs: timeouts.executorReregistrationTimeoutSeconds * 1000,
+      recoveryTimeoutMs: timeouts.recoveryTimeoutSeconds * 1000,
+      cgroups,
+      apiSecurity: {
+        ...(options.apiTls === undefined ? {} : { tls: options.apiTls }),
+        ...(options.apiCredentials === undefined ? {} : { credentials: options.apiCredentials })
+      }
     })
   })

@@ -151,6 +151,43 @@ export interface Recovered {
 }
 
 /**
+ * Resource limits for a task, from whoever runs the executor (the agent uses Linux cgroups):
+ * `prepare` makes the task's container before its spawn (or finds it again, `recovered`, when the
+ * task is taken over after a restart) and names the `cgroup.procs` files the task joins before its
+ * command runs. After the task ends, a `limitation` it hit (memory) makes its status FAILED with
+ * that reason, whatever its exit status; `release` then removes the container. A `prepare` that
+ * fails ends the task FAILED with REASON_CONTAINER_LAUNCH_FAILED; nothing is spawned.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import type { CommandExecutor } from "@berth/sdk-executor"
+ *
+ * const none: CommandExecutor.Isolation = {
+ *   prepare: () => Effect.succeed({ procsFiles: [], limitation: () => undefined, release: Effect.void })
+ * }
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Isolation {
+  readonly prepare: (task: v1.TaskInfo, recovered: boolean) => Effect.Effect<Isolated, Error>
+}
+
+/**
+ * A task's container, as {@link Isolation.prepare} made it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Isolated {
+  readonly procsFiles: ReadonlyArray<string>
+  readonly limitation: () => { readonly reason: v1.TaskStatus_Reason; readonly message: string } | undefined
+  readonly release: Effect.Effect<void>
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -168,6 +205,18 @@ export interface RunOptions {
   readonly defaultGracePeriodSeconds?: number | undefined
   /** How artifacts are fetched: cache directory, timeouts, size limits. All optional. */
   readonly fetcher?: FetcherOptions | undefined
+  /**
+   * The user to run the task as when its `command.user` is empty (the framework's user). A task
+   * with a user other than the executor's own needs the executor to run as root: its command
+   * then runs with that user's uid, gid and groups (through `setpriv` behind the checkpoint
+   * wrapper), with `USER`, `LOGNAME` and `HOME` set, and its sandbox directory and output files
+   * are handed to the user. A user that does not exist, or an executor not running as root, ends
+   * the task FAILED with REASON_CONTAINER_LAUNCH_FAILED and a message naming `command.user` or
+   * `framework.user`; nothing is fetched or spawned.
+   */
+  readonly user?: string | undefined
+  /** Resource limits for the task (see {@link Isolation}); none by default. */
+  readonly isolation?: Isolation | undefined
   /** Run the task so that it can outlive this executor (see {@link CheckpointOptions}). */
   readonly checkpoint?: CheckpointOptions | undefined
   /**

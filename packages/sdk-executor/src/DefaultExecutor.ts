@@ -20,7 +20,7 @@
  */
 import type { Effect } from "effect"
 import type { v1 } from "@berth/proto"
-import type { CheckpointOptions, FetcherOptions, Recovered } from "./CommandExecutor.ts"
+import type { CheckpointOptions, FetcherOptions, Isolation, Recovered } from "./CommandExecutor.ts"
 import type { ExecutorSession } from "./ExecutorSession.ts"
 import * as internal from "./internal/defaultExecutor.ts"
 
@@ -57,6 +57,10 @@ export interface RunOptions {
   readonly checkpoint?: ((task: v1.TaskInfo) => CheckpointOptions) | undefined
   /** Take over a group an earlier executor started (needs `checkpoint`). */
   readonly recover?: RecoveredGroup | undefined
+  /** The user tasks without a `command.user` run as (see `CommandExecutor.RunOptions.user`). */
+  readonly user?: string | undefined
+  /** Resource limits for each task (see `CommandExecutor.Isolation`). */
+  readonly isolation?: Isolation | undefined
 }
 
 /**

@@ -49,3 +49,24 @@ export class FetchError extends Schema.TaggedError<FetchError>()("FetchError", {
   uri: Schema.String,
   message: Schema.String
 }) {}
+
+/**
+ * A custom executor program cannot reach its agent because the environment the agent sets when
+ * it launches the program is missing or wrong (for example `BERTH_AGENT_ENDPOINT` is unset: the
+ * program was started by hand). `message` names the variable and the rule.
+ *
+ * @example
+ * ```ts
+ * import { ExecutorError } from "@berth/sdk-executor"
+ *
+ * const error = new ExecutorError.EnvironmentError({
+ *   message: "BERTH_AGENT_ENDPOINT: must be set (the agent sets it when it launches a custom executor)"
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EnvironmentError extends Schema.TaggedError<EnvironmentError>()("EnvironmentError", {
+  message: Schema.String
+}) {}

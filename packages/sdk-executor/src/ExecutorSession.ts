@@ -8,6 +8,8 @@
 import type { Cause } from "effect"
 import { Clock, Context, Effect, Layer, Queue, Stream } from "effect"
 import type { v1 } from "@berth/proto"
+import { EnvironmentError } from "./ExecutorError.ts"
+import * as grpcTransport from "./internal/grpcTransport.ts"
 import { makeStatus } from "./internal/status.ts"
 
 /**
@@ -191,3 +193,68 @@ export const makeInProcess = (options: {
  */
 export const layerInProcess = (inProcess: InProcess): Layer.Layer<ExecutorSession> =>
   Layer.succeed(ExecutorSession, inProcess.session)
+
+/**
+ * The environment variables the agent sets for a custom executor program: framework id,
+ * executor id, agent id, the agent's executor API endpoint ("host:port"), the sandbox path, how
+ * long to keep re-subscribing after losing the agent (milliseconds; 15 minutes by default, like
+ * Mesos' `MESOS_RECOVERY_TIMEOUT`), the longest wait between two attempts, and the CA file when
+ * the agent serves TLS.
+ *
+ * @example
+ * ```ts
+ * import { ExecutorSession } from "@berth/sdk-executor"
+ *
+ * const sandbox = process.env[ExecutorSession.Env.sandbox] ?? process.cwd()
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Env = grpcTransport.Env
+
+/**
+ * The session of a custom executor program with the agent that launched it, over the agent's
+ * gRPC `ExecutorService`, configured from the environment the agent sets (see {@link Env}).
+ *
+ * It subscribes at once, and again after the stream breaks (the agent restarted): with backoff
+ * (50 ms doubling up to `BERTH_SUBSCRIPTION_BACKOFF_MAX_MS`, 2 s by default) until
+ * `BERTH_RECOVERY_TIMEOUT_MS`, each time listing the tasks it was given but has not reported on
+ * and the updates the agent has not acknowledged; the agent takes each update once (by uuid), so
+ * resending is safe. `events` ends when the agent ends the session (after SHUTDOWN), refuses the
+ * subscription, or stays away past the recovery timeout: the program should then exit.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { v1 } from "@berth/proto"
+ * import { ExecutorSession } from "@berth/sdk-executor"
+ *
+ * const program = Effect.gen(function*() {
+ *   const session = yield* ExecutorSession.ExecutorSession
+ *   yield* session.events.pipe(
+ *     Stream.runForEach((event) =>
+ *       event.$case === "launch"
+ *         ? session.update({ taskId: event.value.task!.taskId, state: v1.TaskState.RUNNING })
+ *         : Effect.void
+ *     )
+ *   )
+ * })
+ * NodeRuntime.runMain(program.pipe(Effect.provide(ExecutorSession.layerGrpc())))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerGrpc = (
+  env: Record<string, string | undefined> = process.env
+): Layer.Layer<ExecutorSession, EnvironmentError> =>
+  Layer.effect(
+    ExecutorSession,
+    Effect.gen(function*() {
+      const options = grpcTransport.optionsFromEnv(env)
+      if (typeof options === "string") return yield* new EnvironmentError({ message: options })
+      return make(yield* grpcTransport.make(options))
+    })
+  )

@@ -14,7 +14,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import { v1 } from "@berth/proto"
-import { Effect, Schema } from "effect"
+import { Cause, Effect, Queue, Schema, Stream } from "effect"
 import type { Credentials, Tls } from "./SchedulerSession.ts"
 import * as Transport from "./internal/transport.ts"
 
@@ -42,12 +42,30 @@ export interface ReadFileOptions {
   readonly length?: number
   /**
    * For a master that authenticates operator calls: an operator principal with at least read
-   * access (GetAgents), and TLS to the master. The agent's own API is reached in plaintext until
-   * agents serve TLS.
+   * access (GetAgents), and TLS to the master. The agent's own API is secured on its own: see
+   * `agent`.
    */
   readonly credentials?: Credentials | undefined
   readonly tls?: Tls | undefined
+  /**
+   * For an agent whose own API is secured (`--api-tls-cert`, `--api-credentials`): the CA of its
+   * certificate, and an operator principal it knows. Separate from the master's, so that no
+   * secret goes to an agent in plaintext unless asked.
+   */
+  readonly agent?: { readonly tls?: Tls | undefined; readonly credentials?: Credentials | undefined } | undefined
 }
+
+/** How the agent's file API is reached, as `options.agent` says (plaintext and anonymous by default). */
+const agentTransport = (options: ReadFileOptions): Effect.Effect<Transport.Transport, SandboxError> =>
+  Effect.suspend(() => {
+    const transport = Transport.make(options.agent?.tls, options.agent?.credentials)
+    return "channel" in transport
+      ? Effect.succeed(transport)
+      : Effect.fail(new SandboxError({ path: `agent.${transport[0]}`, reason: transport[1] }))
+  })
+
+const agentClient = (endpoint: string, transport: Transport.Transport): v1.AgentOperatorServiceClient =>
+  new v1.AgentOperatorServiceClient(endpoint, transport.channel(), transport.options)
 
 const withClient = <C extends grpc.Client, A>(
   make: () => C,
@@ -86,9 +104,10 @@ export const agentEndpoint = (
 export const readFile = (options: ReadFileOptions): Effect.Effect<Uint8Array, SandboxError> =>
   Effect.gen(function*() {
     const endpoint = yield* agentEndpoint(options.master, options.agentId, options)
+    const transport = yield* agentTransport(options)
     const file = `frameworks/${options.frameworkId}/executors/${options.executorId}/runs/latest/${options.file ?? "stdout"}`
     return yield* withClient(
-      () => new v1.AgentOperatorServiceClient(endpoint, grpc.credentials.createInsecure()),
+      () => agentClient(endpoint, transport),
       (client) =>
         Effect.callback<Uint8Array, SandboxError>((resume) => {
           const chunks: Array<Uint8Array> = []
@@ -100,3 +119,42 @@ export const readFile = (options: ReadFileOptions): Effect.Effect<Uint8Array, Sa
         })
     )
   })
+
+/**
+ * Follows one sandbox file of the latest run of an executor (tail -f): the bytes from `offset`
+ * on, then those appended later, until the stream is interrupted (the call is cancelled) or the
+ * sandbox is gone (the stream then ends). `length`, when given, ends it after that many bytes.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { Sandbox } from "@berth/sdk-scheduler"
+ *
+ * const tail = Sandbox.followFile({ master: "127.0.0.1:5050", agentId, frameworkId, executorId: "t1" }).pipe(
+ *   Stream.runForEach((bytes) => Effect.sync(() => process.stdout.write(bytes)))
+ * )
+ * ```
+ */
+export const followFile = (options: ReadFileOptions): Stream.Stream<Uint8Array, SandboxError> =>
+  Stream.unwrap(Effect.map(Effect.all([agentEndpoint(options.master, options.agentId, options), agentTransport(options)]), ([endpoint, transport]) => {
+    const file = `frameworks/${options.frameworkId}/executors/${options.executorId}/runs/latest/${options.file ?? "stdout"}`
+    return Stream.callback<Uint8Array, SandboxError>((queue) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const client = agentClient(endpoint, transport)
+          const call = client.readFile({ path: file, offset: options.offset ?? 0, length: options.length ?? 0, follow: true })
+          // Copied: the bytes may be a view into a larger received buffer.
+          call.on("data", (chunk: v1.ReadFileResponse) => Queue.offerUnsafe(queue, Uint8Array.from(chunk.data)))
+          call.on("error", (error: grpc.ServiceError) => {
+            if (error.code !== grpc.status.CANCELLED) Queue.failCauseUnsafe(queue, Cause.fail(new SandboxError({ path: file, reason: error.details || error.message })))
+          })
+          call.on("end", () => Queue.endUnsafe(queue))
+          return { client, call }
+        }),
+        ({ call, client }) => Effect.sync(() => {
+          call.cancel()
+          client.close()
+        })
+      )
+    )
+  }))

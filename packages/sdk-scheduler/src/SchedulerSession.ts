@@ -153,6 +153,11 @@ export interface Service {
   readonly decline: (offerIds: ReadonlyArray<string>, filters?: v1.Filters) => Effect.Effect<void, SchedulerError>
   readonly kill: (taskId: string, options?: KillOptions) => Effect.Effect<void, SchedulerError>
   /**
+   * Sends bytes to one of the framework's custom executors on an agent (relayed by the master;
+   * at most once, like Mesos framework messages). Executors answer with `message` events.
+   */
+  readonly message: (agentId: string, executorId: string, data: Uint8Array) => Effect.Effect<void, SchedulerError>
+  /**
    * Acknowledges a status update so the agent stops resending it; a no-op for updates without a
    * uuid. Acknowledgements requested within a few milliseconds of each other (up to 256) go out
    * in one Acknowledge call; this completes when that call did. Acknowledge only after the

@@ -1,5 +1,5 @@
 /**
- * Whole Berth clusters for integration tests, with one API over two backends:
+ * Whole Berth clusters for integration tests, with one API over three backends:
  *
  * - `"in-process"` (the default): master and agents inside the test process (real gRPC on
  *   127.0.0.1, real child processes for tasks, temp work dirs). The fastest.
@@ -8,6 +8,16 @@
  *   `.restart()` (same work dir: the agent recovers its tasks), `.pause()` / `.resume()` (SIGSTOP /
  *   SIGCONT: it looks partitioned), `cluster.masters[i].kill()` / `.restart()`, `cluster.leader`,
  *   `cluster.etcd.stop()` / `.start()`.
+ * - `"containers"`: every master, agent and etcd a Docker container (testcontainers) on a network
+ *   of the cluster's own; `partition` / `.heal` disconnect and reconnect the agent's container,
+ *   `pause` is `docker pause` (see the "Containers backend" section of docs/guide/testing.md).
+ *
+ * On the first two, agents reach the masters through a fault-injecting proxy: `agents[i].partition` /
+ * `.heal` cut and restore the link, `agents[i].statusUpdates({ drop, duplicate, delayMs })` and
+ * `cluster.faults.statusUpdates(...)` disturb status updates. In process, `agents[i].kill` /
+ * `.restart` are a simulated crash (the agent's scope closes, its tasks run on) and
+ * `clock: "virtual"` with `cluster.advance(duration)` skips time. `layer(options)` serves
+ * `@effect/vitest`; `Simulation.simulate` runs a framework under seeded faults.
  *
  * Everything lives as long as the enclosing scope (or, for Promise users, until `await using`
  * ends): processes are killed by pid, task processes left by killed agents too, temp dirs removed.
@@ -34,20 +44,35 @@
 import type { ClusterError, Master, Security } from "@berth/cluster-core"
 import { type v1 } from "@berth/proto"
 import type { EtcdServer } from "@berth/storage"
-import { Effect, Exit, type LogLevel, Scope } from "effect"
+import { Clock, Context, type Duration, Effect, Exit, Layer, type LogLevel, Scope } from "effect"
 import type * as Certificates from "./Certificates.ts"
 import * as Common from "./internal/common.ts"
+import * as Containers from "./internal/containers.ts"
 import * as InProcess from "./internal/inProcess.ts"
 import * as Processes from "./internal/processes.ts"
 import type * as Operator from "./Operator.ts"
 import type { InvalidOptions, ProcessError, TimeoutError, UnsupportedFault } from "./TestClusterError.ts"
+import type * as Proxy from "./internal/proxy.ts"
+import * as VirtualClock from "./internal/virtualClock.ts"
 
-export type Backend = "in-process" | "processes"
+/**
+ * How status updates from an agent to the master are disturbed by its proxy: `drop` and
+ * `duplicate` take a probability in [0, 1] (drawn from a seeded RNG, so a run replays) or
+ * `{ next: n }` (the next n updates); `delayMs` holds each update that long (real time).
+ */
+export type UpdateFaults = Proxy.UpdateFaults
+
+/** What an agent's proxy has done so far (updates forwarded, dropped, duplicated, delayed, ...). */
+export type LinkStats = Proxy.LinkStats
+
+export type Backend = "in-process" | "processes" | "containers"
 
 export interface Options {
   /**
    * Where the masters and agents run: `"in-process"` (default) inside the test process, or
-   * `"processes"`, each a `berth` child process of its own (signals, crashes, real recovery).
+   * `"processes"`, each a `berth` child process of its own (signals, crashes, real recovery), or
+   * `"containers"`, each (and etcd) a Docker container on a network of its own (needs a Docker
+   * engine; see the "Containers backend" section of `docs/guide/testing.md`).
    */
   readonly backend?: Backend
   /**
@@ -105,6 +130,20 @@ export interface Options {
   readonly principals?: Security.CredentialsFile["credentials"]
   /** The master's ACLs (roles per framework principal, operator principals). */
   readonly acls?: Security.AclsFile
+  /**
+   * Put a fault-injecting proxy between every agent and the masters (default `true` without TLS;
+   * not available with TLS). It is what `agent.partition` / `heal` and `agent.statusUpdates(...)`
+   * / `cluster.faults.statusUpdates(...)` work through. In-process and processes backends.
+   */
+  readonly proxy?: boolean
+  /**
+   * `"virtual"` (in-process backend only): the master and agents take their time from a virtual
+   * clock that runs with real time but moves forward at once with `cluster.advance(duration)`, so
+   * a week-long failover timeout passes in moments. See `advance` for what moves when.
+   */
+  readonly clock?: "live" | "virtual"
+  /** Seed of the proxies' RNGs (probabilistic status update faults), default 1. */
+  readonly seed?: number
 }
 
 
@@ -154,6 +193,21 @@ export interface ClusterAgent {
   readonly pause: Effect.Effect<void, UnsupportedFault | ProcessError>
   /** SIGCONT after `pause`. */
   readonly resume: Effect.Effect<void, UnsupportedFault | ProcessError>
+  /**
+   * Cuts the network between this agent and the masters (its proxy breaks every open stream and
+   * refuses new ones): the master sees it disconnect and, after its ping timeout, marks it and its
+   * tasks UNREACHABLE. Its tasks keep running.
+   */
+  readonly partition: Effect.Effect<void, UnsupportedFault>
+  /** Ends a partition: the agent reconnects, re-registers, and its tasks return to RUNNING. */
+  readonly heal: Effect.Effect<void, UnsupportedFault>
+  /**
+   * Disturbs this agent's status updates from now on (replacing earlier rules); `undefined` or
+   * `{}` stops disturbing them.
+   */
+  readonly statusUpdates: (faults: UpdateFaults | undefined) => Effect.Effect<void, UnsupportedFault | InvalidOptions>
+  /** What the agent's proxy has done (undefined without a proxy). */
+  readonly link: () => LinkStats | undefined
 }
 
 export interface ClusterMaster {
@@ -253,6 +307,33 @@ export interface TestCluster {
    * stopped, as they were when it stopped).
    */
   readonly report: () => string
+  /** Faults that concern every agent at once. */
+  readonly faults: ClusterFaults
+  /**
+   * With `clock: "virtual"`: moves the cluster's clock forward by `duration`, in steps of at most
+   * `step` (default: the whole duration at once). In each step every timer that fell due fires
+   * once: the agents' first (their pings then reach the master), then the master's (heartbeats,
+   * ping checks, offer expiry, failover timeouts, the allocator). Other clusters fail with
+   * UnsupportedFault. See `docs/guide/testing.md`, "Virtual time".
+   *
+   * @example
+   * ```ts
+   * const cluster = yield* TestCluster.make({ clock: "virtual" })
+   * // a framework with failoverTimeoutSeconds: 7 * 86400 subscribes, then goes away
+   * yield* cluster.advance("6 days")  // still there
+   * yield* cluster.advance("1 day")   // torn down
+   * ```
+   */
+  readonly advance: (duration: Duration.Input, options?: { readonly step?: Duration.Input }) => Effect.Effect<void, UnsupportedFault>
+  /** The cluster's current time in ms (virtual with `clock: "virtual"`). */
+  readonly now: () => number
+}
+
+export interface ClusterFaults {
+  /** `agent.statusUpdates(faults)` for every agent. */
+  readonly statusUpdates: (faults: UpdateFaults | undefined) => Effect.Effect<void, UnsupportedFault | InvalidOptions>
+  /** Heals every partition and stops disturbing status updates. */
+  readonly clear: Effect.Effect<void, UnsupportedFault>
 }
 
 export type MakeError =
@@ -265,7 +346,36 @@ export type MakeError =
 
 /** Starts a cluster that lives as long as the enclosing scope. */
 export const make = (options: Options = {}): Effect.Effect<TestCluster, MakeError, Scope.Scope> =>
-  (options.backend ?? "in-process") === "processes" ? Processes.make(options) : InProcess.make(options)
+  options.backend === "containers"
+    ? Containers.make(options)
+    : (options.backend ?? "in-process") === "processes"
+    ? Processes.make(options)
+    : InProcess.make(options)
+
+/** The cluster of `layer`, as a service. */
+export class Cluster extends Context.Service<Cluster, TestCluster>()("@berth/testkit/TestCluster") {}
+
+/**
+ * A cluster as a layer (it stops when the layer's scope closes), for `@effect/vitest`'s `layer`
+ * and `it.layer`: one cluster shared by the tests of a block. It is built and runs on the real
+ * clock even where the test runs on a `TestClock` (`it.effect`): its waits, faults and restarts
+ * take real time; use `clock: "virtual"` and `cluster.advance` to skip time in the cluster.
+ *
+ * @example
+ * ```ts
+ * import { layer } from "@effect/vitest"
+ *
+ * layer(TestCluster.layer({ agents: 3 }), { timeout: "60 seconds" })("my framework", (it) => {
+ *   it.effect("sees three agents", () =>
+ *     Effect.gen(function*() {
+ *       const cluster = yield* TestCluster.Cluster
+ *       yield* cluster.waitFor("three agents", (s) => s.agents.length === 3)
+ *     }))
+ * })
+ * ```
+ */
+export const layer = (options: Options = {}): Layer.Layer<Cluster, MakeError> =>
+  Layer.effect(Cluster, Effect.map(make(options), VirtualClock.bindToLiveClock).pipe(Effect.provideService(Clock.Clock, VirtualClock.liveClock)))
 
 /** A cluster for Promise users: stop it with `await cluster.stop()` or `await using`. */
 export interface RunningCluster extends TestCluster, AsyncDisposable {

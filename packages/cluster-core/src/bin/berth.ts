@@ -15,6 +15,12 @@ if (major < 22) {
   process.exit(1)
 }
 
+/** Flags of every long-running command (master, agent, dev, simulate). */
+const daemonFlags = {
+  "log-level": { kind: "log-level", description: "Least severe log entries printed: debug, info, warn, error or none (env BERTH_LOG_LEVEL; default info)", default: "" },
+  "exit-with-parent": { kind: "boolean", description: "Stop (cleanly, as on SIGTERM) when the process that started this one dies", default: "" }
+} satisfies Record<string, Flags.FlagSpec>
+
 const masterFlags = {
   host: { kind: "string", description: "Address to listen on", default: "127.0.0.1" },
   port: { kind: "port", description: "gRPC port (0 picks a free one)", default: "5050" },
@@ -36,7 +42,8 @@ const masterFlags = {
     default: ""
   },
   acls: { kind: "file", description: "JSON file: roles per framework principal, operator principals", default: "" },
-  "subscribe-rate": { kind: "rate", description: 'Subscribe and Revive calls per principal, e.g. "2/s,burst=10" (off when not given)', default: "" }
+  "subscribe-rate": { kind: "rate", description: 'Subscribe and Revive calls per principal, e.g. "2/s,burst=10" (off when not given)', default: "" },
+  ...daemonFlags
 } satisfies Record<string, Flags.FlagSpec>
 
 const agentFlags = {
@@ -52,12 +59,21 @@ const agentFlags = {
   "status-update-retry-min": { kind: "seconds", description: "Seconds before an unacknowledged status update is resent (doubling)", default: "10" },
   "status-update-retry-max": { kind: "seconds", description: "Most seconds between resends of an unacknowledged status update", default: "600" },
   "kill-tasks-on-stop": { kind: "boolean", description: "Kill the tasks when the agent stops (else they keep running for the next agent)", default: "" },
+  "executor-registration-timeout": { kind: "seconds", description: "Seconds a custom executor has to subscribe before it is killed", default: "60" },
+  "executor-reregistration-timeout": { kind: "seconds", description: "Seconds a custom executor has to subscribe again after an agent restart", default: "10" },
+  "recovery-timeout": { kind: "seconds", description: "Seconds custom executors keep trying to reach an agent that is away", default: "900" },
+  cgroups: { kind: "string", description: "auto: cpu and memory limits through cgroups where the machine allows; off: none", default: "auto" },
+  "api-tls-cert": { kind: "string", description: "PEM certificate the agent's own API serves TLS with", default: "" },
+  "api-tls-key": { kind: "string", description: "PEM key of --api-tls-cert", default: "" },
+  "api-tls-ca": { kind: "string", description: "PEM CA that signed --api-tls-cert (given to custom executors)", default: "" },
+  "api-credentials": { kind: "file", description: "JSON credentials file: operator principals that may read sandbox files", default: "" },
   "tls-ca": { kind: "string", description: "PEM file of the CA that signed the master's certificate (TLS to the master)", default: "" },
   "tls-cert": { kind: "string", description: "PEM client certificate, when the master requires mutual TLS", default: "" },
   "tls-key": { kind: "string", description: "PEM key of --tls-cert", default: "" },
   principal: { kind: "string", description: "Agent principal, when the master authenticates agents (with --secret-file)", default: "" },
   "secret-file": { kind: "string", description: "File holding the principal's secret (kept off the command line)", default: "" },
-  "token-file": { kind: "string", description: "File holding a bearer token (instead of --principal and --secret-file)", default: "" }
+  "token-file": { kind: "string", description: "File holding a bearer token (instead of --principal and --secret-file)", default: "" },
+  ...daemonFlags
 } satisfies Record<string, Flags.FlagSpec>
 
 const devFlags = {
@@ -65,7 +81,8 @@ const devFlags = {
   host: { kind: "string", description: "Address the master listens on", default: "127.0.0.1" },
   port: { kind: "port", description: "The master's gRPC port (0 picks a free one)", default: "5050" },
   agents: { kind: "count", description: "Number of agents", default: "3" },
-  "agent-resources": { kind: "resources", description: "Resources of each agent", default: "cpus:2;mem:2048;disk:4096;ports:[31000-31999]" }
+  "agent-resources": { kind: "resources", description: "Resources of each agent", default: "cpus:2;mem:2048;disk:4096;ports:[31000-31999]" },
+  ...daemonFlags
 } satisfies Record<string, Flags.FlagSpec>
 
 const stateFlags = {
@@ -80,7 +97,8 @@ const simulateFlags = {
   agents: { kind: "string", description: "Number of simulated agents (1..100000)", default: "100" },
   resources: { kind: "resources", description: "Resources of every simulated agent", default: "cpus:32;mem:65536;disk:65536;ports:[31000-32000]" },
   "task-seconds": { kind: "seconds", description: "Tasks finish after this long (default: they run until killed)", default: "" },
-  "hostname-prefix": { kind: "string", description: "Agents are named <prefix>-<i>", default: "sim" }
+  "hostname-prefix": { kind: "string", description: "Agents are named <prefix>-<i>", default: "sim" },
+  ...daemonFlags
 } satisfies Record<string, Flags.FlagSpec>
 
 const commands = {
@@ -118,8 +136,10 @@ if (!(command in commands)) {
 }
 const spec = commands[command as keyof typeof commands]
 let flags: Record<string, string> & { help: boolean }
+let logLevel: (typeof Flags.LOG_LEVELS)[keyof typeof Flags.LOG_LEVELS] = "Info"
 try {
   flags = Flags.parse(spec.flags as Record<string, Flags.FlagSpec>, argv) as never
+  if ("log-level" in spec.flags && !flags.help) logLevel = Flags.logLevel(flags["log-level"]!, process.env.BERTH_LOG_LEVEL)
 } catch (error) {
   process.stderr.write(`berth ${command}: ${(error as Error).message}\n`)
   process.exit(2)
@@ -206,6 +226,8 @@ const Agent = await import("../Agent.ts")
 const Master = await import("../Master.ts")
 const Simulator = await import("../Simulator.ts")
 const Dev = await import("../internal/cli/dev.ts")
+const Parent = await import("../internal/cli/parent.ts")
+const { References } = await import("effect")
 const State = await import("../internal/cli/state.ts")
 
 /** TLS and credentials of `berth agent`, read and checked before anything starts. */
@@ -284,6 +306,10 @@ const program = (() => {
           process.exit(2)
         }
         if (flags.recover !== "reconnect" && flags.recover !== "cleanup") refuse("recover", 'must be "reconnect" or "cleanup"')
+        if (flags.cgroups !== "auto" && flags.cgroups !== "off") refuse("cgroups", 'must be "auto" or "off"')
+        if ((flags["api-tls-cert"] === "") !== (flags["api-tls-key"] === "")) {
+          refuse(flags["api-tls-cert"] === "" ? "api-tls-cert" : "api-tls-key", "--api-tls-cert and --api-tls-key go together")
+        }
         if (!(Number(flags["status-update-retry-min"]) > 0)) refuse("status-update-retry-min", "must be a number of seconds > 0")
         if (Number(flags["status-update-retry-max"]) < Number(flags["status-update-retry-min"])) {
           refuse("status-update-retry-max", "must be >= --status-update-retry-min")
@@ -301,6 +327,20 @@ const program = (() => {
           statusUpdateRetrySeconds: Number(flags["status-update-retry-min"]),
           statusUpdateRetryMaxSeconds: Number(flags["status-update-retry-max"]),
           killTasksOnStop: flags["kill-tasks-on-stop"] === "true",
+          executorRegistrationTimeoutSeconds: Number(flags["executor-registration-timeout"]),
+          executorReregistrationTimeoutSeconds: Number(flags["executor-reregistration-timeout"]),
+          recoveryTimeoutSeconds: Number(flags["recovery-timeout"]),
+          cgroups: flags.cgroups as "auto" | "off",
+          ...(flags["api-tls-cert"] === ""
+            ? {}
+            : {
+              apiTls: {
+                certFile: flags["api-tls-cert"]!,
+                keyFile: flags["api-tls-key"]!,
+                ...(flags["api-tls-ca"] === "" ? {} : { caFile: flags["api-tls-ca"]! })
+              }
+            }),
+          ...(flags["api-credentials"] === "" ? {} : { apiCredentials: flags["api-credentials"]! }),
           ...agentSecurity()
         })
         const agentId = yield* agent.registered
@@ -316,14 +356,36 @@ const program = (() => {
         port: Number(flags.port),
         agents: Number(flags.agents),
         agentResources: flags["agent-resources"]!,
+        logLevel: flags["log-level"] !== "" ? flags["log-level"]! : process.env.BERTH_LOG_LEVEL ?? "",
         entry: fileURLToPath(import.meta.url)
       })
   }
 })()
 
+// --exit-with-parent: whichever ends first wins; a dead parent interrupts the program, whose scope
+// then closes as on SIGTERM (the agent stops what it started) before the process exits 0.
+// The parent usually held the other end of stdout and stderr: once it is gone a write fails with
+// EPIPE, which must not crash the process before it has stopped its tasks.
+if (flags["exit-with-parent"] === "true") {
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", () => {})
+}
+const supervised = flags["exit-with-parent"] === "true"
+  ? Effect.raceFirst(
+    program as import("effect").Effect.Effect<unknown, unknown, import("effect").Scope.Scope>,
+    Parent.parentDied().pipe(
+      Effect.flatMap((parent) => Effect.logInfo("parent process exited; stopping").pipe(Effect.annotateLogs({ parent })))
+    )
+  )
+  : program
+
 // One line per log entry: daemons' output is read by people tailing files and by `berth dev`.
+// The minimum level is a service in the root context, so every fiber the daemons fork (and every
+// context they capture for gRPC handlers) filters with it.
 NodeRuntime.runMain(
-  Effect.scoped(program).pipe(Effect.provide(Logger.layer([Logger.consoleLogFmt]))) as import("effect").Effect.Effect<never, unknown>,
+  Effect.scoped(supervised).pipe(
+    Effect.provideService(References.MinimumLogLevel, logLevel),
+    Effect.provide(Logger.layer([Logger.consoleLogFmt]))
+  ) as import("effect").Effect.Effect<never, unknown>,
   {
     // A daemon stopped by SIGTERM or Ctrl-C has done what it was asked: exit 0, not 130, so
     // service managers do not report a clean stop as a failure.

@@ -1,6 +1,6 @@
 import { Duration, Effect, Fiber, Queue, type Result, Stream } from "effect"
 import { v1 } from "@berth/proto"
-import type { Recovered, RunOptions } from "../CommandExecutor.ts"
+import type { Isolated, Recovered, RunOptions } from "../CommandExecutor.ts"
 import type { FetchError } from "../ExecutorError.ts"
 import { type ExecutorEvent, ExecutorSession, type StatusInit } from "../ExecutorSession.ts"
 import { fetchAll, resolveConfig, uriProblem } from "./fetcher.ts"
@@ -14,12 +14,14 @@ import {
   isRunning,
   killLeftovers,
   readExitStatus,
+  resolveUser,
   signalGroup,
   start,
   type TaskHandle,
   type TaskProcess,
   taskProcessOf,
-  type Termination
+  type Termination,
+  type User
 } from "./process.ts"
 
 /** Everything the loop reacts to, in one queue so that the state is changed by one fiber only. */
@@ -119,6 +121,11 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
     const report = (init: StatusInit) => Effect.asVoid(session.update(init))
     let fetching: Fetching | undefined
     let task: Task | undefined
+    /** The user the task runs as (undefined: the agent's own). */
+    let taskUser: User | undefined
+    /** The task's container (resource limits), if the executor was given an isolation. */
+    let isolated: Isolated | undefined
+    yield* Effect.addFinalizer(() => Effect.suspend(() => (isolated !== undefined && onInterrupt === "kill" ? isolated.release : Effect.void)))
 
     const environment = (info: v1.TaskInfo): Record<string, string> => {
       const env: Record<string, string> = { ...options.env }
@@ -199,6 +206,19 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
     /** Spawns the (validated, fetched) task; returns whether the executor is done. */
     const spawn = Effect.fnUntraced(function*(info: v1.TaskInfo) {
       const command = info.command!
+      if (options.isolation !== undefined) {
+        const prepared = yield* Effect.result(options.isolation.prepare(info, false))
+        if (prepared._tag === "Failure") {
+          yield* report({
+            taskId: info.taskId,
+            state: TaskState.FAILED,
+            reason: Reason.CONTAINER_LAUNCH_FAILED,
+            message: `cannot set up the task's resource limits: ${prepared.failure.message}`
+          })
+          return true
+        }
+        isolated = prepared.success
+      }
       const started = yield* Effect.acquireRelease(
         start({
           taskId: info.taskId,
@@ -206,7 +226,9 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
           command,
           env: environment(info),
           exitStatusFile: checkpoint?.exitStatusFile,
-          outputDir: options.outputDir
+          outputDir: options.outputDir,
+          user: taskUser,
+          joinFiles: isolated?.procsFiles
         }),
         // The executor is stopping with its task still running (interrupted): nothing may outlive
         // it, unless the task is checkpointed to be re-attached later.
@@ -252,6 +274,11 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       }
       const killReason = recovered.killReason
       if (recorded !== undefined && isRunning(recorded)) {
+        // Its container is still there: the limit it may hit is read from it at its end.
+        if (options.isolation !== undefined) {
+          const prepared = yield* Effect.result(options.isolation.prepare(info, true))
+          if (prepared._tag === "Success") isolated = prepared.success
+        }
         let running: Task | undefined
         const handle = attach(recorded, checkpoint.exitStatusFile, pollInterval, () => running?.sigkilled === true)
         yield* Effect.addFinalizer(() => release(handle))
@@ -306,6 +333,13 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         yield* report({ taskId: info.taskId, state: TaskState.ERROR, reason: Reason.TASK_INVALID, message: problem })
         return true
       }
+      const user = resolveUser(info.command!, options.user)
+      if (typeof user === "string") {
+        // Nothing is fetched or spawned for a task whose user cannot be had.
+        yield* report({ taskId: info.taskId, state: TaskState.FAILED, reason: Reason.CONTAINER_LAUNCH_FAILED, message: user })
+        return true
+      }
+      taskUser = user
       yield* report({ taskId: info.taskId, state: TaskState.STARTING })
       const uris = info.command!.uris
       if (uris.length === 0) return yield* spawn(info)
@@ -412,7 +446,20 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
           const ended = task!
           // Whatever the command left behind in its group goes with it.
           yield* ended.handle.killLeftovers
-          yield* report(terminalStatus(ended, input.termination))
+          // A task the kernel killed for outgrowing its memory failed for that, not for a signal.
+          const limitation = isolated?.limitation()
+          yield* report(
+            limitation === undefined
+              ? terminalStatus(ended, input.termination)
+              : {
+                ...terminalStatus(ended, input.termination),
+                state: TaskState.FAILED,
+                reason: limitation.reason,
+                message: `${limitation.message}. ${describeTermination(input.termination)}`
+              }
+          )
+          if (isolated !== undefined) yield* isolated.release
+          isolated = undefined
           return true
         }
         case "Fetched": {

@@ -160,7 +160,9 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         defaultGracePeriodSeconds: options.defaultGracePeriodSeconds,
         fetcher: options.fetcher,
         checkpoint,
-        recover: recovered
+        recover: recovered,
+        user: options.user,
+        isolation: options.isolation
       }).pipe(
         Effect.provide(layerInProcess(executor)),
         Effect.andThen(Queue.offer(inputs, { _tag: "MemberDone", taskId: info.taskId })),

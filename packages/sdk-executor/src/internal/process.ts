@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { constants as osConstants } from "node:os"
 import * as path from "node:path"
@@ -209,6 +209,29 @@ const WRAPPER = [
 ].join("\n")
 
 /**
+ * The wrapper for a task with resource limits: before the command, it moves itself into the
+ * cgroups named after the exit status file (`$2` gives how many `cgroup.procs` files follow), so
+ * that the command and everything it forks start inside. A failed move ends the task with
+ * status 125 before the command runs.
+ */
+const JOINING_WRAPPER = [
+  "trap : HUP INT QUIT TERM USR1 USR2",
+  "f=$1",
+  "shift",
+  "n=$1",
+  "shift",
+  "while [ \"$n\" -gt 0 ]; do",
+  "  echo $$ > \"$1\" || { printf '125\\n' > \"$f\"; exit 125; }",
+  "  shift",
+  "  n=$((n - 1))",
+  "done",
+  "\"$@\"",
+  "s=$?",
+  "printf '%s\\n' \"$s\" > \"$f\"",
+  "exit \"$s\""
+].join("\n")
+
+/**
  * Mirrors the spawn errors Node reports for a missing or non-executable program, for a task that
  * runs behind the wrapper (whose shell would only report it later, as exit status 127 or 126).
  */
@@ -233,6 +256,66 @@ const checkExecutable = (file: string, cwd: string, env: Record<string, string>)
     if (result === "EACCES") denied = true
   }
   return `spawn ${file} ${denied ? "EACCES" : "ENOENT"}`
+}
+
+/** A Unix user a task runs as. */
+export interface User {
+  readonly name: string
+  readonly uid: number
+  readonly gid: number
+  readonly home: string
+}
+
+const parsePasswd = (line: string): User | undefined => {
+  const fields = line.trim().split(":")
+  if (fields.length < 7) return undefined
+  const uid = Number(fields[2])
+  const gid = Number(fields[3])
+  return Number.isInteger(uid) && Number.isInteger(gid) ? { name: fields[0]!, uid, gid, home: fields[5]! } : undefined
+}
+
+/** Looks `name` up (NSS through `getent`, else `/etc/passwd`); undefined when there is no such user. */
+export const lookupUser = (name: string): User | undefined => {
+  try {
+    return parsePasswd(execFileSync("getent", ["passwd", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }))
+  } catch (error) {
+    // getent exits 2 for "no such user"; anything else (no getent) falls back to the file.
+    if ((error as { status?: number }).status === 2) return undefined
+  }
+  try {
+    for (const line of fs.readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const user = parsePasswd(line)
+      if (user?.name === name) return user
+    }
+  } catch {
+    // No passwd file: no such user.
+  }
+  return undefined
+}
+
+let setprivPath: string | undefined | null = null
+const findSetpriv = (): string | undefined => {
+  if (setprivPath === null) {
+    setprivPath = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"].find((candidate) => fs.existsSync(candidate))
+  }
+  return setprivPath
+}
+
+/**
+ * The user to run a task as, from `command.user` or else `fallback` (the framework's user), or
+ * undefined to run as the agent's own user (no user named, or the agent's user named). Refused,
+ * naming the field, when the user does not exist or the agent cannot switch to it.
+ */
+export const resolveUser = (command: v1.CommandInfo, fallback: string | undefined): User | undefined | string => {
+  const field = command.user !== "" ? "command.user" : "framework.user"
+  const name = command.user !== "" ? command.user : fallback ?? ""
+  if (name === "") return undefined
+  const user = lookupUser(name)
+  if (user === undefined) return `${field}: no user "${name}" exists on this agent`
+  const self = process.getuid?.()
+  if (self === user.uid) return undefined
+  if (self !== 0) return `${field}: the agent cannot run tasks as "${name}": it does not run as root`
+  return user
 }
 
 /** A task's process: one this executor spawned, or one an earlier executor did (re-attached). */
@@ -309,6 +392,10 @@ export const start = (options: {
   readonly exitStatusFile?: string | undefined
   /** Where the files `stdout` and `stderr` go (default the sandbox; a task of a group has its own). */
   readonly outputDir?: string | undefined
+  /** Run the command as this user (the agent runs as root); its sandbox is handed to the user. */
+  readonly user?: User | undefined
+  /** `cgroup.procs` files the task joins before its command runs (resource limits). */
+  readonly joinFiles?: ReadonlyArray<string> | undefined
 }): Effect.Effect<{ readonly child: ChildProcess; readonly handle: TaskHandle }, LaunchError> =>
   Effect.callback<{ readonly child: ChildProcess; readonly handle: TaskHandle }, LaunchError>((resume) => {
     const { command, sandbox, taskId, exitStatusFile } = options
@@ -317,24 +404,48 @@ export const start = (options: {
     let child: ChildProcess
     try {
       const outputDir = options.outputDir ?? sandbox
+      const user = options.user
       fds.push(fs.openSync(path.join(outputDir, "stdout"), "a"), fs.openSync(path.join(outputDir, "stderr"), "a"))
+      let env = options.env
+      if (user !== undefined) {
+        // The task works in its sandbox as its user: the directory and its output files are its.
+        for (const owned of new Set([sandbox, outputDir, path.join(outputDir, "stdout"), path.join(outputDir, "stderr")])) {
+          fs.chownSync(owned, user.uid, user.gid)
+        }
+        env = { USER: user.name, LOGNAME: user.name, HOME: user.home, ...options.env }
+      }
       const [file, args] = command.shell
         ? ["/bin/sh", ["-c", command.value]]
         : [command.value, command.arguments.slice(1)]
       const spawnOptions = {
         cwd: sandbox,
-        env: options.env,
+        env,
         detached: true,
         stdio: ["ignore", fds[0]!, fds[1]!] as Array<"ignore" | number>
       }
       if (exitStatusFile !== undefined) {
-        const problem = command.shell ? undefined : checkExecutable(file, sandbox, options.env)
+        const problem = command.shell ? undefined : checkExecutable(file, sandbox, env)
         if (problem !== undefined) throw new Error(problem)
         fs.rmSync(exitStatusFile, { force: true })
-        child = spawn("/bin/sh", ["-c", WRAPPER, "berth-task", exitStatusFile, file, ...args], spawnOptions)
+        // The wrapper stays root so that it can write the exit status where the task cannot
+        // touch it; only the command drops to the user (setpriv, with the user's groups).
+        let switchUser: Array<string> = []
+        if (user !== undefined) {
+          const setpriv = findSetpriv()
+          if (setpriv === undefined) throw new Error(`running a task as "${user.name}" needs setpriv (util-linux) on the agent`)
+          switchUser = [setpriv, `--reuid=${user.uid}`, `--regid=${user.gid}`, "--init-groups", "--"]
+        }
+        const join = options.joinFiles ?? []
+        child = join.length === 0
+          ? spawn("/bin/sh", ["-c", WRAPPER, "berth-task", exitStatusFile, ...switchUser, file, ...args], spawnOptions)
+          : spawn("/bin/sh", ["-c", JOINING_WRAPPER, "berth-task", exitStatusFile, String(join.length), ...join, ...switchUser, file, ...args], spawnOptions)
       } else {
         const argv0 = command.shell ? undefined : command.arguments[0]
-        child = spawn(file, args, { ...spawnOptions, ...(argv0 !== undefined && argv0 !== "" ? { argv0 } : {}) })
+        child = spawn(file, args, {
+          ...spawnOptions,
+          ...(user === undefined ? {} : { uid: user.uid, gid: user.gid }),
+          ...(argv0 !== undefined && argv0 !== "" ? { argv0 } : {})
+        })
       }
     } catch (error) {
       fail(error)
@@ -349,7 +460,19 @@ export const start = (options: {
     })
     // A task may outlive this process (a checkpointing agent that stops): never wait for it.
     child.unref()
-    child.once("spawn", () => resume(Effect.succeed({ child, handle: spawnedHandle(child, exitStatusFile !== undefined) })))
+    child.once("spawn", () => {
+      // Unwrapped, the task joins its cgroups just after the spawn (the wrapper does it before).
+      if (exitStatusFile === undefined) {
+        for (const file of options.joinFiles ?? []) {
+          try {
+            fs.writeFileSync(file, String(child.pid))
+          } catch {
+            // The cgroup went away meanwhile: the task runs without its limits.
+          }
+        }
+      }
+      resume(Effect.succeed({ child, handle: spawnedHandle(child, exitStatusFile !== undefined) }))
+    })
     return Effect.suspend(() => child.pid === undefined ? Effect.void : signalGroup(child.pid, "SIGKILL"))
   })
 

@@ -368,6 +368,12 @@ export const make = (options: Options): Effect.Effect<Service, InvalidOptions, S
           Grpc.unary<v1.KillResponse>("Kill", session.frameworkId, (cb) => client.kill({ session, kills: [kill] }, cb)))
       }),
 
+      message: Effect.fn("SchedulerSession.message")(function*(agentId: string, executorId: string, data: Uint8Array) {
+        yield* onSession("Message", (session, client) =>
+          Grpc.unary<v1.MessageResponse>("Message", session.frameworkId, (cb) =>
+            client.message({ session, agentId, executorId, data }, cb)))
+      }),
+
       acknowledge: Effect.fn("SchedulerSession.acknowledge")(function*(status: v1.TaskStatus) {
         // Updates without a uuid (from the master, e.g. reconciliation) must not be acknowledged.
         if (status.uuid.length === 0) return

@@ -11,12 +11,13 @@ import * as path from "node:path"
 import type * as Operator from "../Operator.ts"
 import * as OperatorModule from "../Operator.ts"
 import type { ClusterAgent, ClusterEtcd, ClusterMaster, MakeError, Options, TestCluster } from "../TestCluster.ts"
-import { InvalidOptions, ProcessError } from "../TestClusterError.ts"
+import { InvalidOptions, ProcessError, UnsupportedFault } from "../TestClusterError.ts"
 import * as Common from "./common.ts"
 import * as Daemon from "./daemon.ts"
 import * as EventLog from "./eventLog.ts"
 import * as Leader from "./leader.ts"
 import * as Procfs from "./procfs.ts"
+import * as Proxy from "./proxy.ts"
 import { secure } from "./security.ts"
 
 /** `berth master` flags for the master settings that have one. */
@@ -76,6 +77,12 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
     if (options.master?.httpPort !== undefined && options.master.httpPort !== 0 && masterCount > 1) {
       return yield* new InvalidOptions({ field: "master.httpPort", rule: "must be 0 (a free port each) with several masters" })
     }
+    if (options.clock === "virtual") {
+      return yield* new InvalidOptions({ field: "clock", rule: 'virtual time needs backend "in-process" (child processes keep their own clocks)' })
+    }
+    if (options.proxy === true && options.tls !== undefined && options.tls !== false) {
+      return yield* new InvalidOptions({ field: "proxy", rule: "the fault-injecting proxy speaks plaintext only: it cannot be used with tls" })
+    }
     const extraMasterFlags = yield* masterFlags(options.master ?? {})
     const startTimeoutMs = options.startTimeoutMs ?? 20_000
 
@@ -86,7 +93,8 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
     )
     const logs = path.join(workDir, "logs")
     fs.mkdirSync(logs)
-    const events = EventLog.make(yield* Clock.Clock)
+    const clock = yield* Clock.Clock
+    const events = EventLog.make(clock)
     const daemons: Array<Daemon.Daemon> = []
     const reporting = Common.reporting(options, () => Common.report("processes", workDir, events, () => daemons))
     const report = reporting.report
@@ -220,9 +228,14 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
       const hostname = `${name}.test`
       const agentWorkDir = path.join(workDir, name)
       agentDirs.push(agentWorkDir)
+      // The agent talks to the masters through its proxy (one proxy port per master), which
+      // outlives the agent's restarts.
+      const link = (options.proxy ?? true) && security.client.tls === undefined
+        ? yield* Proxy.make({ name, masters: masters.map((m) => m.endpoint), log: (text) => events.add("testkit", text), seed: (options.seed ?? 1) + index })
+        : undefined
       const args = [
         "agent",
-        "--master", masterList,
+        "--master", link?.endpoints.join(",") ?? masterList,
         "--work-dir", agentWorkDir,
         "--hostname", hostname,
         "--resources", options.agentResources ?? "cpus:2;mem:2048;disk:4096;ports:[31000-31999]",
@@ -263,7 +276,8 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
           if (again !== agentId) names.set(again, name)
         }),
         pause: signal("SIGSTOP"),
-        resume: signal("SIGCONT")
+        resume: signal("SIGCONT"),
+        ...Proxy.agentFaults(link, "processes")
       })
     }
 
@@ -281,6 +295,9 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
       events,
       etcd,
       waitFor: Common.waitFor(operator),
-      report
+      report,
+      faults: Proxy.clusterFaults(agents),
+      advance: () => Effect.fail(new UnsupportedFault({ fault: "advance (virtual time)", backend: "processes" })),
+      now: () => clock.currentTimeMillisUnsafe()
     } satisfies TestCluster
   })

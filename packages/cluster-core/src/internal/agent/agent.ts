@@ -1,12 +1,15 @@
 import * as grpc from "@grpc/grpc-js"
 import { TaskStates, v1 } from "@berth/proto"
 import { CommandExecutor, DefaultExecutor, DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
-import { Cause, Clock, Deferred, Effect, Fiber, Queue, Schedule, Scope, Stream } from "effect"
+import { Cause, Clock, Deferred, Effect, Fiber, Queue, Result, Schedule, Scope, Stream } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Grpc from "../grpc.ts"
+import * as ApiSecurity from "./apiSecurity.ts"
+import * as Cgroups from "./cgroups.ts"
 import * as Checkpoint from "./checkpoint.ts"
+import * as CustomExecutor from "./customExecutor.ts"
 import * as Files from "./files.ts"
 import * as Gc from "./gc.ts"
 import * as StatusUpdates from "./statusUpdates.ts"
@@ -44,6 +47,16 @@ export interface AgentConfig {
   readonly killTasksOnStop: boolean
   /** How often a re-attached task (not a child of this agent) is polled for its end. */
   readonly reattachPollMs: number
+  /** A custom executor that has not subscribed this long after its start is killed (its tasks fail). */
+  readonly executorRegistrationTimeoutMs: number
+  /** After an agent restart, a running custom executor must subscribe again within this long. */
+  readonly executorReregistrationTimeoutMs: number
+  /** Given to custom executors: how long they keep re-subscribing while the agent is away. */
+  readonly recoveryTimeoutMs: number
+  /** "auto": cpu and memory limits through cgroups where the machine allows them; "off": none. */
+  readonly cgroups: "auto" | "off"
+  /** TLS and authentication of the agent's own API (plaintext and open by default). */
+  readonly apiSecurity?: ApiSecurity.Config | undefined
 }
 
 export interface AgentHandle {
@@ -67,13 +80,20 @@ interface RunningTask {
   /** The run's checkpoint directory (see checkpoint.ts). */
   readonly checkpoint: string
   /** None for a recovered task whose terminal update only waits for its acknowledgement. */
-  executor: ExecutorSession.InProcess | undefined
+  executor: ExecutorHandle | undefined
   fiber: Fiber.Fiber<void> | undefined
   /** The latest update, and the latest acknowledged one. */
   latest: v1.TaskStatus | undefined
   acknowledged: v1.TaskStatus | undefined
   /** The task group it belongs to (LAUNCH_GROUP); its executor and sandbox are the group's. */
   group?: Group | undefined
+}
+
+/** How the agent reaches a task's executor: in process (built-in) or over gRPC (custom). */
+interface ExecutorHandle {
+  readonly send: (event: ExecutorSession.ExecutorEvent) => Effect.Effect<void>
+  /** The executor has no task left. */
+  readonly end: Effect.Effect<void>
 }
 
 /** A task group's run: one executor, one sandbox, one checkpoint directory for all its tasks. */
@@ -112,18 +132,55 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   })
   /** Total resources with reservations and volumes, as the master last told the agent to keep. */
   let checkpointed: ReadonlyArray<v1.Resource> = checkpoint?.resources ?? []
-  const server = yield* Grpc.serve(
-    `${config.host}:${config.port}`,
-    [[v1.AgentOperatorServiceService, {
-      listFiles: Grpc.unary(context, Files.listFiles(config.workDir)),
-      readFile: Files.readFile(config.workDir, (effect) => void Effect.runForkWith(context)(effect))
-    }]],
-    "agent"
-  )
-  const endpoint = Grpc.endpoint(config.host, server.port)
+  const cgroups: Cgroups.Detection = config.cgroups === "off"
+    ? { _tag: "Unavailable", reason: "--cgroups=off" }
+    : Cgroups.detect(config.workDir)
+  // Said once, at startup: whether a task's cpus and mem are enforced on this machine.
+  yield* cgroups._tag === "Unavailable"
+    ? Effect.logWarning(`cgroups unavailable (${cgroups.reason}): process tasks run without cpu and memory limits`)
+    : Effect.logInfo(`cgroups: process tasks get cpu and memory limits (${Cgroups.describe(cgroups)})`)
+  if (cgroups._tag !== "Unavailable") yield* Effect.addFinalizer(() => Cgroups.releaseSubtree(cgroups))
+  const isolation = (key: string) => (cgroups._tag === "Unavailable" ? undefined : Cgroups.isolation(cgroups, key))
+  // Executors run in a scope of their own that closes after the stop finalizer below has run,
+  // so that finalizer can still shut them down in order.
+  const executors = yield* Scope.fork(scope, "parallel")
   let agentId = checkpoint?.agentId ?? ""
+  let endpoint = ""
   let pingIntervalMs = 5000
   let send: ((message: v1.ConnectRequest) => void) | undefined
+  const runFork = (effect: Effect.Effect<void>) => void Effect.runForkWith(context)(effect)
+  const apiSecurity = ApiSecurity.make(config.apiSecurity ?? {}, yield* Clock.currentTimeMillis)
+  if (Result.isFailure(apiSecurity)) return yield* new StartupError({ component: "agent", reason: apiSecurity.failure })
+  const api = apiSecurity.success
+  const customs = CustomExecutor.make({
+    workDir: config.workDir,
+    registrationTimeoutMs: config.executorRegistrationTimeoutMs,
+    reregistrationTimeoutMs: config.executorReregistrationTimeoutMs,
+    recoveryTimeoutMs: config.recoveryTimeoutMs,
+    reattachPollMs: config.reattachPollMs,
+    killOnStop: config.killTasksOnStop,
+    agentId: () => agentId,
+    endpoint: () => endpoint,
+    record: (frameworkId, dir, status) => record(frameworkId, dir, status),
+    toMaster: (message) => send?.(message),
+    scope: executors,
+    authenticateExecutors: api.authenticateExecutors,
+    isolation: (key) => isolation(key),
+    caFile: api.caFile
+  })
+  const server = yield* Grpc.serve(
+    `${config.host}:${config.port}`,
+    [
+      [v1.AgentOperatorServiceService, {
+        listFiles: Grpc.unary(context, Files.listFiles(config.workDir)),
+        readFile: Files.readFile(config.workDir, runFork)
+      }],
+      [v1.ExecutorServiceService, customs.service(runFork, context)]
+    ],
+    "agent",
+    { credentials: api.serverCredentials, interceptors: api.interceptors }
+  )
+  endpoint = Grpc.endpoint(config.host, server.port)
   const tasks = new Map<string, RunningTask>()
   const key = (frameworkId: string, taskId: string) => `${frameworkId}/${taskId}`
 
@@ -142,9 +199,6 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     Effect.forkIn(scope)
   )
   const gc = yield* Gc.make({ workDir: config.workDir, delayMs: config.gcDelayMs, scope })
-  // Executors run in a scope of their own that closes after the stop finalizer below has run,
-  // so that finalizer can still shut them down in order.
-  const executors = yield* Scope.fork(scope, "parallel")
 
   const info = (): v1.AgentInfo => ({
     agentId,
@@ -223,6 +277,8 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
           sandbox: task.sandbox,
           fetcher: { cacheDir: path.join(config.workDir, "cache") },
           checkpoint: checkpointOptions,
+          user: task.framework.user,
+          isolation: isolation(task.runId),
           ...(recover === undefined ? {} : { recover })
         })
       task.fiber = yield* run.pipe(
@@ -233,6 +289,92 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       return executor
     })
 
+  // ---------------------------------------------------------------- custom executors
+
+  /** The groups of custom executor runs, by run id: their tasks share the run's sandbox. */
+  const customGroups = new Map<string, Group>()
+  const customGroup = (run: CustomExecutor.CustomRun): Group => {
+    let group = customGroups.get(run.runId)
+    if (group === undefined) {
+      group = { executorId: run.executorId, sandbox: run.sandbox, checkpoint: run.dir, live: new Set() }
+      customGroups.set(run.runId, group)
+    }
+    return group
+  }
+
+  const customHandle = (run: CustomExecutor.CustomRun): ExecutorHandle => ({
+    send: (event) =>
+      event.$case === "acknowledged"
+        ? customs.acknowledged(run.frameworkId, run.executorId, event.value.taskId, event.value.uuid)
+        : customs.sendFor(run.frameworkId, run.executorId, event),
+    end: Effect.suspend(() => {
+      customGroups.delete(run.runId)
+      return customs.end(run.frameworkId, run.executorId)
+    })
+  })
+
+  const customEntry = (framework: v1.FrameworkInfo, run: CustomExecutor.CustomRun, task: CustomExecutor.CustomTask): RunningTask => {
+    const group = customGroup(run)
+    group.live.add(task.info.taskId)
+    return {
+      frameworkId: framework.frameworkId,
+      framework,
+      info: task.info,
+      runId: run.runId,
+      containerizer: "process",
+      sandbox: run.sandbox,
+      checkpoint: task.dir,
+      executor: customHandle(run),
+      fiber: run.fiber,
+      latest: undefined,
+      acknowledged: undefined,
+      group
+    }
+  }
+
+  /** Gives a task to its custom executor (the framework's own program), starting it if needed. */
+  const launchCustom = (framework: v1.FrameworkInfo, task: v1.TaskInfo) =>
+    Effect.gen(function*() {
+      const k = key(framework.frameworkId, task.taskId)
+      const now = yield* Clock.currentTimeMillis
+      const problem = CustomExecutor.problem(task.executor!, "task.executor")
+      if (problem !== undefined) {
+        return yield* record(framework.frameworkId, undefined, agentStatus(task, v1.TaskState.FAILED, v1.TaskStatus_Reason.TASK_INVALID, problem, now))
+      }
+      // Known at once, so that a second launch of the same task starts nothing.
+      const placeholder: RunningTask = {
+        frameworkId: framework.frameworkId,
+        framework,
+        info: task,
+        runId: "",
+        containerizer: "process",
+        sandbox: "",
+        checkpoint: "",
+        executor: undefined,
+        fiber: undefined,
+        latest: undefined,
+        acknowledged: undefined
+      }
+      tasks.set(k, placeholder)
+      const launched = yield* Effect.exit(customs.launch(framework, task))
+      if (launched._tag === "Failure") {
+        tasks.delete(k)
+        yield* Effect.logError("custom executor launch failed").pipe(
+          Effect.annotateLogs({ taskId: task.taskId, executorId: task.executor!.executorId, cause: Cause.pretty(launched.cause) })
+        )
+        return yield* record(
+          framework.frameworkId,
+          undefined,
+          agentStatus(task, v1.TaskState.FAILED, v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED, `the agent could not start the executor: ${errorText(launched.cause)}`, now)
+        )
+      }
+      const { run, task: custom } = launched.value
+      const entry = customEntry(framework, run, custom)
+      tasks.set(k, entry)
+      // The program may have started only now: every task of the run shares its watching fiber.
+      for (const other of tasks.values()) if (other.runId === run.runId) other.fiber = run.fiber
+    })
+
   const launch = (framework: v1.FrameworkInfo, task: v1.TaskInfo) => {
     let runDir: string | undefined
     return Effect.gen(function*() {
@@ -240,6 +382,7 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       const k = key(frameworkId, task.taskId)
       // A launch resent for a task the agent already runs (or recovered) starts nothing again.
       if (tasks.has(k)) return
+      if (task.executor !== undefined) return yield* launchCustom(framework, task)
       const run: Checkpoint.Run = {
         frameworkId,
         executorId: task.taskId,
@@ -312,6 +455,8 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       })
       const fiber = yield* DefaultExecutor.run({
         sandbox: group.sandbox,
+        user: entries[0]?.framework.user,
+        isolation: isolation(entries[0]?.runId ?? group.executorId),
         fetcher: { cacheDir: path.join(config.workDir, "cache") },
         checkpoint: (info) => {
           const dir = Checkpoint.groupTaskDir(group.checkpoint, info.taskId)
@@ -566,7 +711,34 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       if (running.length > 0) yield* startGroupExecutor(run.frameworkId, shared, entries, { tasks: running, ended })
       reattached += running.length
     }
-    if (found.runs.length > 0 || found.groups.length > 0 || found.unreadable.length > 0) {
+    for (const found_ of found.customs) {
+      const sandbox = Checkpoint.sandboxDir(config.workDir, found_.run)
+      const completed = found_.tasks.map((t) => t.log.completedAtMs)
+      if (completed.every((at) => at !== undefined)) {
+        yield* gc.schedule({ sandbox, checkpoint: found_.dir }, Math.max(now, ...completed as Array<number>), now)
+        continue
+      }
+      if (config.recover === "cleanup") {
+        yield* customs.cleanup(found_, now)
+        yield* gc.schedule({ sandbox, checkpoint: found_.dir }, now, now)
+        cleaned += found_.tasks.length
+        continue
+      }
+      const run = yield* customs.recover(found_)
+      for (const t of found_.tasks) {
+        if (t.log.completedAtMs !== undefined) continue
+        const custom = run.tasks.get(t.task.taskId)
+        if (custom === undefined) continue
+        const entry = customEntry(found_.run.framework, run, custom)
+        entry.latest = t.log.latest
+        entry.acknowledged = t.log.acknowledged
+        tasks.set(key(run.frameworkId, t.task.taskId), entry)
+        updates.restore(run.frameworkId, t.task.taskId, t.log.pending)
+        if (custom.terminal) waiting++
+        else reattached++
+      }
+    }
+    if (found.runs.length > 0 || found.groups.length > 0 || found.customs.length > 0 || found.unreadable.length > 0) {
       yield* Effect.logInfo("recovered the checkpoint").pipe(
         Effect.annotateLogs({
           mode: config.recover,
@@ -580,6 +752,8 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
     }
   })
   yield* recoverRuns
+  // After the recovery: the cgroups of tasks still running are in use and stay.
+  if (cgroups._tag !== "Unavailable") yield* Cgroups.sweep(cgroups)
 
   // ---------------------------------------------------------------- the master
 
@@ -633,6 +807,9 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
           yield* Effect.promise(() => Volumes.writeCheckpoint(config.workDir, { agentId, resources: checkpointed }))
           return
         }
+        case "frameworkMessage":
+          yield* customs.frameworkMessage(message.value.frameworkId, message.value.executorId, message.value.data)
+          return
         case "kill":
           for (const kill of message.value.kills) {
             const task = tasks.get(key(kill.frameworkId, kill.taskId))

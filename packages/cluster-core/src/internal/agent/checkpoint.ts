@@ -22,6 +22,10 @@ import * as UpdateLog from "./updateLog.ts"
  * A task group (LAUNCH_GROUP) is one run of its executor: `run.json` holds the executor and every
  * task of the group, and each task has the files above (but run.json) in `tasks/<taskId>/` of the
  * run's checkpoint directory. The group's tasks share the run's sandbox.
+ *
+ * A custom executor's run (`kind: "custom"`) holds the executor; `process.json` and `exit_status`
+ * are the executor program's; each task it was given has `tasks/<taskId>/task.json` (written
+ * before the launch reaches the executor) and its `updates` log.
  */
 export interface Run {
   readonly frameworkId: string
@@ -111,6 +115,57 @@ export const writeGroupRun = async (workDir: string, run: GroupRun): Promise<str
   return dir
 }
 
+/** A custom executor's run: its program, and the tasks given to it (each in `tasks/<taskId>/`). */
+export interface CustomRun {
+  readonly frameworkId: string
+  readonly executorId: string
+  readonly runId: string
+  readonly framework: v1.FrameworkInfo
+  readonly executor: v1.ExecutorInfo
+  /** The secret the executor authenticates its calls with (BERTH_EXECUTOR_TOKEN). */
+  readonly token: string
+}
+
+/** Records a custom executor's run before its program starts; returns its checkpoint directory. */
+export const writeCustomRun = async (workDir: string, run: CustomRun): Promise<string> => {
+  const dir = runDir(workDir, run)
+  await fs.mkdir(path.join(dir, "tasks"), { recursive: true })
+  await writeAtomically(
+    runFile(dir),
+    JSON.stringify({
+      kind: "custom",
+      frameworkId: run.frameworkId,
+      executorId: run.executorId,
+      runId: run.runId,
+      token: run.token,
+      framework: v1.FrameworkInfo.toJSON(run.framework),
+      executor: v1.ExecutorInfo.toJSON(run.executor)
+    })
+  )
+  return dir
+}
+
+/** Records a task given to a custom executor (before the executor hears of it); returns its directory. */
+export const writeCustomTask = async (dir: string, task: v1.TaskInfo): Promise<string> => {
+  const taskDir = groupTaskDir(dir, task.taskId)
+  await fs.mkdir(taskDir, { recursive: true })
+  await writeAtomically(path.join(taskDir, "task.json"), JSON.stringify(v1.TaskInfo.toJSON(task)))
+  return taskDir
+}
+
+/** A custom executor's run after a restart: its process, and each task with its whole update log. */
+export interface RecoveredCustom {
+  readonly run: CustomRun
+  readonly dir: string
+  readonly process: CommandExecutor.TaskProcess | undefined
+  readonly tasks: ReadonlyArray<{
+    readonly task: v1.TaskInfo
+    readonly dir: string
+    readonly records: ReadonlyArray<UpdateLog.Record>
+    readonly log: UpdateLog.Replayed
+  }>
+}
+
 /** A task group as the checkpoint has it after a restart: each task with its own log and process. */
 export interface RecoveredGroup {
   readonly run: GroupRun
@@ -162,12 +217,14 @@ const listDir = async (dir: string): Promise<Array<string>> => {
 export const readRuns = async (workDir: string): Promise<{
   readonly runs: ReadonlyArray<Recovered>
   readonly groups: ReadonlyArray<RecoveredGroup>
+  readonly customs: ReadonlyArray<RecoveredCustom>
   readonly unreadable: ReadonlyArray<{ readonly dir: string; readonly reason: string }>
   /** Logs that ended in a torn or corrupt record (dropped). */
   readonly repaired: ReadonlyArray<{ readonly dir: string; readonly problem: string }>
 }> => {
   const runs: Array<Recovered> = []
   const groups: Array<RecoveredGroup> = []
+  const customs: Array<RecoveredCustom> = []
   const unreadable: Array<{ dir: string; reason: string }> = []
   const repaired: Array<{ dir: string; problem: string }> = []
   const frameworksDir = path.join(metaDir(workDir), "frameworks")
@@ -179,8 +236,34 @@ export const readRuns = async (workDir: string): Promise<{
         const dir = path.join(runsDir, runId)
         try {
           const group = await readJson(runFile(dir)) as
-            | { kind?: string; frameworkId: string; executorId: string; runId: string; framework: unknown; executor: unknown; tasks: Array<unknown> }
+            | { kind?: string; frameworkId: string; executorId: string; runId: string; framework: unknown; executor: unknown; tasks: Array<unknown>; token?: string }
             | undefined
+          if (group?.kind === "custom") {
+            const tasks: Array<RecoveredCustom["tasks"][number]> = []
+            for (const taskId of await listDir(path.join(dir, "tasks"))) {
+              const taskDir = groupTaskDir(dir, taskId)
+              const json = await readJson(path.join(taskDir, "task.json"))
+              // Not recorded whole: the executor never heard of it.
+              if (json === undefined) continue
+              const parsed = await UpdateLog.read(updatesFile(taskDir))
+              if (parsed.problem !== undefined) repaired.push({ dir: taskDir, problem: parsed.problem })
+              tasks.push({ task: v1.TaskInfo.fromJSON(json), dir: taskDir, records: parsed.records, log: UpdateLog.replay(parsed.records) })
+            }
+            customs.push({
+              run: {
+                frameworkId: group.frameworkId,
+                executorId: group.executorId,
+                runId: group.runId,
+                framework: v1.FrameworkInfo.fromJSON(group.framework),
+                executor: v1.ExecutorInfo.fromJSON(group.executor),
+                token: group.token ?? ""
+              },
+              dir,
+              process: await readProcess(dir),
+              tasks
+            })
+            continue
+          }
           if (group?.kind === "group") {
             const tasks: Array<RecoveredGroup["tasks"][number]> = []
             for (const json of group.tasks) {
@@ -235,5 +318,5 @@ export const readRuns = async (workDir: string): Promise<{
       }
     }
   }
-  return { runs, groups, unreadable, repaired }
+  return { runs, groups, customs, unreadable, repaired }
 }

@@ -9,6 +9,8 @@ export interface DevOptions {
   readonly port: number
   readonly agents: number
   readonly agentResources: string
+  /** `--log-level` for the children ("" leaves them to BERTH_LOG_LEVEL or info). */
+  readonly logLevel?: string
   /** The `berth` entry point to run children with (this very script). */
   readonly entry: string
 }
@@ -57,6 +59,8 @@ const daemon = (name: string, entry: string, args: ReadonlyArray<string>, onLine
  */
 export const run = (options: DevOptions) =>
   Effect.gen(function*() {
+    // Children stop by themselves should `berth dev` be SIGKILLed (no chance to run its finalizers).
+    const common = ["--exit-with-parent", ...(options.logLevel === undefined || options.logLevel === "" ? [] : ["--log-level", options.logLevel])]
     const scope = yield* Scope.Scope
     const endpoint = yield* Deferred.make<string, StartupError>()
     const masterLine = (line: string) => {
@@ -76,7 +80,8 @@ export const run = (options: DevOptions) =>
         "--http-port",
         String(options.port === 0 ? 0 : options.port + 1),
         "--state",
-        `sqlite:${path.join(options.dir, "master.db")}`
+        `sqlite:${path.join(options.dir, "master.db")}`,
+        ...common
       ],
       masterLine
     ).pipe(Scope.provide(scope))
@@ -106,7 +111,8 @@ export const run = (options: DevOptions) =>
           // A local cluster leaves nothing behind on Ctrl-C (a real agent leaves its tasks running).
           "--kill-tasks-on-stop",
           "--hostname",
-          `agent-${i}.local`
+          `agent-${i}.local`,
+          ...common
         ],
         (line) => process.stdout.write(line + "\n")
       ).pipe(Scope.provide(scope))

@@ -22,11 +22,28 @@ type Kind =
   | "file"
   | "rate"
   | "authenticate"
+  | "log-level"
 
 export interface FlagSpec {
   readonly kind: Kind
   readonly description: string
   readonly default?: string
+}
+
+/** `--log-level` values and the Effect log levels they set as the minimum ("none" logs nothing). */
+export const LOG_LEVELS = { debug: "Debug", info: "Info", warn: "Warn", error: "Error", none: "None" } as const
+
+/**
+ * The minimum log level of a daemon: `--log-level` when given, else `BERTH_LOG_LEVEL`, else info.
+ * A bad value throws a FlagError naming where it came from and the allowed values.
+ */
+export const logLevel = (flag: string, env: string | undefined): (typeof LOG_LEVELS)[keyof typeof LOG_LEVELS] => {
+  const value = flag !== "" ? flag : env === undefined || env === "" ? "info" : env
+  if (!Object.hasOwn(LOG_LEVELS, value)) {
+    const source = flag !== "" ? "--log-level" : "--log-level (from BERTH_LOG_LEVEL)"
+    throw new FlagError(`${source}: must be one of ${Object.keys(LOG_LEVELS).join(", ")} (got "${value}")`)
+  }
+  return LOG_LEVELS[value as keyof typeof LOG_LEVELS]
 }
 
 const ENDPOINT = /^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/
@@ -101,6 +118,9 @@ const check = (name: string, kind: Kind, value: string): string => {
       }
       return value
     }
+    case "log-level":
+      if (!Object.hasOwn(LOG_LEVELS, value)) fail(`must be one of ${Object.keys(LOG_LEVELS).join(", ")}`)
+      return value
     default:
       if (value.trim() === "") fail("must not be empty")
       return value

@@ -198,6 +198,26 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   /** Torn-down framework ids: they may never subscribe again (and so never redeploy by accident). */
   const removedFrameworks = new Set<string>()
   const goneAgents = new Set<string>()
+  /**
+   * Custom executors running on each agent, by "frameworkId/executorId": what they were started
+   * with and the role their own resources are charged to (given back when they exit).
+   */
+  const customExecutors = new Map<string, Map<string, { readonly frameworkId: string; readonly role: string; readonly info: v1.ExecutorInfo }>>()
+  const executorsOn = (agentId: string) => {
+    let map = customExecutors.get(agentId)
+    if (map === undefined) customExecutors.set(agentId, map = new Map())
+    return map
+  }
+  /** Gives back the resources of an agent's custom executors (all, or one framework's). */
+  const releaseExecutors = (agentId: string, frameworkId?: string) => {
+    const map = customExecutors.get(agentId)
+    if (map === undefined) return
+    for (const [key, executor] of map) {
+      if (frameworkId !== undefined && executor.frameworkId !== frameworkId) continue
+      allocator.recover(executor.frameworkId, agentId, executor.role, executor.info.resources)
+      map.delete(key)
+    }
+  }
   /** Agents an operator is draining (maintenance): durable, so a restarted master keeps draining. */
   const drainingAgents = new Map<string, { readonly maxGracePeriodSeconds: number | undefined; readonly markGone: boolean }>()
   const unreachableAfterMs = config.agentPingSeconds * config.agentPingMisses * 1000
@@ -211,7 +231,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
    * serves (invariant 5). Task state then comes back with the re-registering agents.
    */
   const loadRegistry = Effect.gen(function*() {
-    for (const map of [agents, frameworks, tasks, offers, operationStatuses, admittedAgents, drainingAgents]) map.clear()
+    for (const map of [agents, frameworks, tasks, offers, operationStatuses, admittedAgents, drainingAgents, customExecutors]) map.clear()
     tasksByAgent.clear()
     offersByAgent.clear()
     removedFrameworks.clear()
@@ -644,6 +664,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         dropTask(key)
       }
       sendKills(kills)
+      for (const agentId of customExecutors.keys()) releaseExecutors(agentId, frameworkId)
       allocator.removeFramework(frameworkId)
       frameworks.delete(frameworkId)
       emit({ $case: "frameworkRemoved", value: { frameworkInfo: framework.info } })
@@ -703,7 +724,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
             [...tasksOn(agentId).values()].some((t) =>
               t.frameworkId === frameworkId && !TaskStates.isTerminal(t.state) &&
               (t.executorId || t.taskId) === executorId
-            )
+            ),
+          runningExecutor: (executorId) => customExecutors.get(agentId)?.get(`${frameworkId}/${executorId}`)?.info
         },
         request.operations,
         offered
@@ -751,6 +773,10 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         }))
         for (const status of statuses) operationStatuses.set(`${frameworkId}/${status.operationId}`, status)
         framework.subscriber?.send({ event: { $case: "updateOperationStatus", value: { statuses } } })
+      }
+      // The executors' own resources came out of the offers, like the tasks': already allocated.
+      for (const executor of plan.executors) {
+        executorsOn(agentId).set(`${frameworkId}/${executor.executorId}`, { frameworkId, role, info: executor })
       }
       const launches = plan.launches.map((info) => ({ ...info, data: info.data.slice() }))
       // Task groups (LAUNCH_GROUP): every task is recorded with its group's executor id.
@@ -988,6 +1014,33 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       return {}
     })
 
+  /** A scheduler's message for one of its custom executors, relayed through the agent (at most once). */
+  const message = (request: v1.MessageRequest) =>
+    Effect.gen(function*() {
+      const framework = yield* session(request.session)
+      const frameworkId = framework.info.frameworkId
+      if (request.agentId === "") return yield* new InvalidArgument({ field: "agentId", rule: "is required" })
+      if (request.executorId === "") return yield* new InvalidArgument({ field: "executorId", rule: "is required" })
+      const agent = agents.get(request.agentId)
+      if (agent === undefined) return yield* new NotFound({ field: "agentId", rule: `no agent "${request.agentId}" is registered` })
+      if (!customExecutors.get(request.agentId)?.has(`${frameworkId}/${request.executorId}`)) {
+        return yield* new NotFound({
+          field: "executorId",
+          rule: `no custom executor "${request.executorId}" of this framework runs on agent ${request.agentId}`
+        })
+      }
+      if (agent.connection === undefined) {
+        return yield* new InvalidArgument({ field: "agentId", rule: `agent ${request.agentId} is not connected; try again when it is` })
+      }
+      agent.connection.send({
+        message: {
+          $case: "frameworkMessage",
+          value: { frameworkId, executorId: request.executorId, data: Buffer.from(request.data) }
+        }
+      })
+      return {}
+    })
+
   const teardown = (request: v1.TeardownRequest) =>
     Effect.gen(function*() {
       const framework = yield* session(request.session)
@@ -1047,6 +1100,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           updates.push({ frameworkId: task.frameworkId, status })
         }
       }
+      releaseExecutors(agentId)
       allocator.addAgent(agentId, info.resources)
       if (previous?.draining ?? drainingAgents.has(agentId)) allocator.deactivateAgent(agentId)
       for (const report of register.tasks) {
@@ -1058,6 +1112,17 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         const entry = makeTask(report.frameworkId, agentId, role, report.task, state, report.latestStatus)
         putTask(key, entry)
         if (!TaskStates.isTerminal(state)) allocator.track(entry.frameworkId, agentId, entry.role, entry.resources)
+        // A custom executor that still runs a task is running: its own share is held again.
+        const executor = report.task.executor
+        if (executor !== undefined && executor.type === v1.ExecutorInfo_Type.CUSTOM && !TaskStates.isTerminal(state)) {
+          const running = executorsOn(agentId)
+          const executorKey = `${report.frameworkId}/${executor.executorId}`
+          if (!running.has(executorKey)) {
+            const executorRole = roleOf(executor.resources) || role
+            allocator.track(report.frameworkId, agentId, executorRole, executor.resources)
+            running.set(executorKey, { frameworkId: report.frameworkId, role: executorRole, info: executor })
+          }
+        }
         // A task the frameworks saw as UNREACHABLE is back: say so (the agent's own updates may
         // already have been acknowledged and will not come again).
         if (before?.state === v1.TaskState.UNREACHABLE && report.latestStatus !== undefined) {
@@ -1099,6 +1164,31 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       )
       return agentId
     })
+
+  /** An executor's message for its scheduler (at most once, as in Mesos). */
+  const executorMessage = (agentId: string, message: v1.ConnectRequest_ExecutorMessage) => {
+    const framework = frameworks.get(message.frameworkId)
+    framework?.subscriber?.send({
+      event: { $case: "message", value: { agentId, executorId: message.executorId, data: Buffer.from(message.data) } }
+    })
+  }
+
+  /** A custom executor ended: its own resources go back to the pool and its scheduler hears of it. */
+  const executorExited = (agentId: string, exited: v1.ConnectRequest_ExecutorExited) => {
+    const key = `${exited.frameworkId}/${exited.executorId}`
+    const executor = customExecutors.get(agentId)?.get(key)
+    if (executor !== undefined) {
+      allocator.recover(executor.frameworkId, agentId, executor.role, executor.info.resources)
+      customExecutors.get(agentId)!.delete(key)
+      kick()
+    }
+    frameworks.get(exited.frameworkId)?.subscriber?.send({
+      event: {
+        $case: "failure",
+        value: { agentId, executorId: exited.executorId, ...(exited.status === undefined ? {} : { status: exited.status }) }
+      }
+    })
+  }
 
   const disconnectAgent = (agentId: string, connection: AgentConnection) =>
     Effect.gen(function*() {
@@ -1229,6 +1319,12 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           return
         case "statusUpdates":
           if (agentId !== undefined) statusUpdates(agentId, message.value.updates)
+          return
+        case "executorMessage":
+          if (agentId !== undefined) executorMessage(agentId, message.value)
+          return
+        case "executorExited":
+          if (agentId !== undefined) executorExited(agentId, message.value)
           return
         default:
           return
@@ -1368,6 +1464,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         transition(task, status)
         updates.push({ frameworkId: task.frameworkId, status })
       }
+      customExecutors.delete(agentId)
       allocator.removeAgent(agentId)
       agents.delete(agentId)
       agent.connection?.close()
@@ -1589,7 +1686,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     acknowledgeOperationStatus: Grpc.unary(context, guard(acknowledgeOperationStatus)),
     reconcile: Grpc.unary(context, guard(reconcile)),
     reconcileOperations: Grpc.unary(context, guard(reconcileOperations)),
-    message: Grpc.unary(context, guard(unimplemented("Message"))),
+    message: Grpc.unary(context, guard(message)),
     teardown: Grpc.unary(context, guard(teardown)),
     updateFramework: Grpc.unary(context, unimplemented("UpdateFramework"))
   }
@@ -1665,6 +1762,9 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     Effect.gen(function*() {
       yield* loadRegistry
       const term = yield* Scope.make()
+      // The term's timers (allocation, heartbeats, ping and failover checks) stop with the master
+      // too, not only when leadership is lost: `lost` below is never reached when it is stopped.
+      yield* Effect.addFinalizer(() => Scope.close(term, Exit.void))
       yield* startTerm(term)
       leading = true
       masterInfo.leading = true

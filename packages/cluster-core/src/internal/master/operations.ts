@@ -26,6 +26,11 @@ export interface Context {
    * group's executor, or a single task's command executor, whose id is the task id).
    */
   readonly executorExists?: ((executorId: string) => boolean) | undefined
+  /**
+   * The custom executor of this framework running on the agent under this id, if any: a task
+   * naming it joins it (same program, nothing more consumed) instead of starting a new one.
+   */
+  readonly runningExecutor?: ((executorId: string) => v1.ExecutorInfo | undefined) | undefined
 }
 
 /** A task group to run under one executor (LAUNCH_GROUP). */
@@ -52,9 +57,21 @@ export interface Plan {
   readonly agentOperations: Array<v1.Operation>
   /** Feedback for the operations that carry an id. */
   readonly finished: Array<{ readonly operationId: string; readonly converted: ReadonlyArray<v1.Resource> }>
+  /**
+   * Custom executors this Accept starts, with the resources they hold of their own (taken from
+   * the offers once, whatever the number of tasks they run; given back when they exit).
+   */
+  readonly executors: Array<v1.ExecutorInfo>
 }
 
 const invalid = (field: string, rule: string) => new InvalidArgument({ field, rule })
+
+/** Whether two ExecutorInfos name the same program (what a running executor was started with). */
+const sameProgram = (running: v1.ExecutorInfo, wanted: v1.ExecutorInfo): boolean => {
+  const encode = (e: v1.ExecutorInfo) =>
+    Buffer.from(v1.ExecutorInfo.encode({ ...e, frameworkId: "", resources: Resources.normalize(e.resources.map((r) => ({ ...r, allocationRole: "" }))) }).finish())
+  return encode(running).equals(encode(wanted))
+}
 
 /** The resource as it was before its last reservation. */
 const unreserved = (r: v1.Resource): v1.Resource => ({ ...r, reservations: r.reservations.slice(0, -1) })
@@ -91,7 +108,8 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
   | Unimplemented =>
 {
   let pool = Resources.normalize(offered)
-  const out: Plan = { leftover: [], conversions: [], launches: [], groups: [], agentOperations: [], finished: [] }
+  const out: Plan = { leftover: [], conversions: [], launches: [], groups: [], agentOperations: [], finished: [], executors: [] }
+  const startedExecutors = new Map<string, v1.ExecutorInfo>()
   const seenTasks = new Set<string>()
   const createdVolumes = new Set<string>()
   const destroyedVolumes = new Set<string>()
@@ -138,13 +156,52 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
           const field = `${at}.launch.taskInfos[${j}]`
           const problem = checkTask(field, info)
           if (problem !== undefined) return problem
+          const resources = Resources.allocate(info.resources, ctx.role)
+          if (info.executor !== undefined) {
+            // A custom executor: the first task naming it starts it (its own resources are taken
+            // from the offers then); later tasks join it and must name the same program.
+            const executorId = info.executor.executorId
+            if (seenExecutors.has(executorId) && !startedExecutors.has(executorId)) {
+              return invalid(`${field}.executor.executorId`, `executor "${executorId}" is already in use on agent ${ctx.agentId}`)
+            }
+            const running = startedExecutors.get(executorId) ?? ctx.runningExecutor?.(executorId)
+            let stamped: v1.ExecutorInfo
+            if (running !== undefined) {
+              if (!sameProgram(running, info.executor)) {
+                return invalid(
+                  `${field}.executor`,
+                  `executor "${executorId}" already runs on agent ${ctx.agentId} with another command, container or resources; reuse the same ExecutorInfo or pick a new id`
+                )
+              }
+              stamped = running
+              const short = needs(`${field}.resources`, pool, resources)
+              if (short !== undefined) return short
+              pool = Resources.subtract(pool, resources)
+            } else {
+              if (ctx.executorExists?.(executorId) === true) {
+                return invalid(`${field}.executor.executorId`, `executor "${executorId}" is already in use on agent ${ctx.agentId}`)
+              }
+              stamped = { ...info.executor, frameworkId: ctx.frameworkId, resources: Resources.allocate(info.executor.resources, ctx.role) }
+              const both = Resources.add(stamped.resources, resources)
+              const short = needs(`${field}.resources`, pool, both)
+              if (short !== undefined) {
+                return invalid(`${field}.resources`, `the new executor "${executorId}" and its first task together: ${short.rule}`)
+              }
+              pool = Resources.subtract(pool, both)
+              startedExecutors.set(executorId, stamped)
+              out.executors.push(stamped)
+            }
+            seenTasks.add(info.taskId)
+            seenExecutors.add(executorId)
+            out.launches.push({ ...info, agentId: ctx.agentId, resources, executor: stamped })
+            continue
+          }
           // A single task's command executor is named after the task (its sandbox directory).
           if (seenExecutors.has(info.taskId) || ctx.executorExists?.(info.taskId) === true) {
             return invalid(`${field}.taskId`, `executor "${info.taskId}" is already in use on agent ${ctx.agentId}`)
           }
           seenTasks.add(info.taskId)
           seenExecutors.add(info.taskId)
-          const resources = Resources.allocate(info.resources, ctx.role)
           const short = needs(`${field}.resources`, pool, resources)
           if (short !== undefined) return short
           pool = Resources.subtract(pool, resources)

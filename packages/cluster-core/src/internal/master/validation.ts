@@ -95,7 +95,17 @@ export const task = (
   if (info.agentId !== "" && info.agentId !== agentId) {
     return invalid(`${field}.agentId`, `must be empty or the offers' agent ${agentId}`)
   }
-  if (info.executor !== undefined) return new Unimplemented({ field: `${field}.executor`, feature: "custom executors" })
+  if (info.executor !== undefined) {
+    if (info.command !== undefined) return invalid(`${field}.command`, "must be unset when executor is set: the custom executor runs the task")
+    if (info.container !== undefined) return invalid(`${field}.container`, "must be unset when executor is set: the executor's container applies")
+    return (
+      customExecutor(`${field}.executor`, info.executor) ??
+      resources(`${field}.resources`, info.resources) ??
+      (info.killPolicy !== undefined && !(info.killPolicy.gracePeriodSeconds >= 0)
+        ? invalid(`${field}.killPolicy.gracePeriodSeconds`, "must be >= 0")
+        : undefined)
+    )
+  }
   return (
     (info.container?.type === v1.ContainerInfo_Type.DOCKER
       ? docker(field, info)
@@ -105,6 +115,22 @@ export const task = (
       ? invalid(`${field}.killPolicy.gracePeriodSeconds`, "must be >= 0")
       : undefined)
   )
+}
+
+/**
+ * Checks the ExecutorInfo of a task run by a custom executor: a framework's own program (written
+ * with `@berth/sdk-executor`) that the agent starts in the executor's sandbox.
+ */
+export const customExecutor = (field: string, info: v1.ExecutorInfo): InvalidArgument | Unimplemented | undefined => {
+  if (info.type !== v1.ExecutorInfo_Type.CUSTOM) {
+    return invalid(`${field}.type`, "must be TYPE_CUSTOM for a task's own executor (task groups use LAUNCH_GROUP with TYPE_DEFAULT)")
+  }
+  if (!ID.test(info.executorId)) return invalid(`${field}.executorId`, `must match ${ID.source}`)
+  if (info.command === undefined) return invalid(`${field}.command`, "is required: the program the agent starts")
+  if (info.container !== undefined && info.container.type === v1.ContainerInfo_Type.DOCKER) {
+    return new Unimplemented({ field: `${field}.container`, feature: "Docker containers for custom executors" })
+  }
+  return command(`${field}.command`, info.command) ?? resources(`${field}.resources`, info.resources)
 }
 
 /**

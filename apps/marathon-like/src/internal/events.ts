@@ -1,0 +1,57 @@
+// The event bus behind /v2/events. Unlike Marathon, events carry increasing ids and keep their
+// order: a client that reconnects with Last-Event-ID gets what it missed from a bounded buffer.
+
+export interface BusEvent {
+  readonly id: number
+  readonly eventType: string
+  readonly data: Record<string, unknown>
+}
+
+export type Listener = (event: BusEvent) => void
+
+export class EventBus {
+  private readonly buffer: Array<BusEvent> = []
+  private readonly listeners = new Set<Listener>()
+  private next = 1
+
+  private readonly capacity: number
+  private readonly now: () => number
+  constructor(capacity = 10_000, now: () => number = () => Date.now()) {
+    this.capacity = capacity
+    this.now = now
+  }
+
+  /** Publishes an event (`timestamp` and `eventType` are added to its payload, as Marathon does). */
+  publish(eventType: string, payload: Record<string, unknown>): BusEvent {
+    const event: BusEvent = { id: this.next++, eventType, data: { ...payload, eventType, timestamp: new Date(this.now()).toISOString() } }
+    this.buffer.push(event)
+    if (this.buffer.length > this.capacity) this.buffer.splice(0, this.buffer.length - this.capacity)
+    for (const l of this.listeners) l(event)
+    return event
+  }
+
+  /** The buffered events after `lastId`, in order (all buffered ones when `lastId` is older than the buffer). */
+  since(lastId: number): ReadonlyArray<BusEvent> {
+    const first = this.buffer[0]
+    if (first === undefined || lastId < first.id) return [...this.buffer]
+    return this.buffer.slice(lastId - first.id + 1)
+  }
+
+  get lastId(): number {
+    return this.next - 1
+  }
+
+  /** Starts ids after `id` (a new leader continues the numbering it read from the store). */
+  startAfter(id: number): void {
+    if (id >= this.next) this.next = id + 1
+  }
+
+  subscribe(listener: Listener): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  get subscribers(): number {
+    return this.listeners.size
+  }
+}

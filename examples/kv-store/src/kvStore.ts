@@ -1,0 +1,59 @@
+// kv-store: a stateful service in a few lines. Three pods, one per host, each with a persistent
+// volume its server writes to; a readiness check gates rolling updates. Everything else
+// (reservations, volumes, restarts in place, replacement, rolling updates, uninstall) is the
+// SDK's service runtime.
+import { ServiceScheduler, ServiceSpec } from "@berth/sdk-scheduler"
+import { StateStore } from "@berth/storage"
+import { Layer } from "effect"
+
+/** The service, as YAML. `{{...}}` in `configs` templates are filled from the task's env. */
+export const specYaml = `
+name: kv-store
+role: kv
+pods:
+  kv:
+    count: 3
+    placement: [["hostname", "UNIQUE"]]
+    volumes: [{ path: data, size: 16 }]
+    tasks:
+      server:
+        goal: RUNNING
+        cpus: 0.1
+        mem: 32
+        env: { VERSION: "1" }
+        configs:
+          - dest: kv.conf
+            template: "instance={{POD_INSTANCE}} version={{VERSION}}"
+        # The "server": record every start in the volume, then serve (sleep) until killed.
+        cmd: >-
+          echo "$(cat kv.conf) started" >> data/log &&
+          echo "$$" > data/pid &&
+          sleep 0.5 && touch ready && exec sleep 100000
+        readiness: { cmd: "test -f ready", intervalSeconds: 0.2 }
+`
+
+export interface Options {
+  readonly master: string
+  /** The SQLite file holding the scheduler's state (framework id, plans, tasks). */
+  readonly state: string
+  readonly count?: number | undefined
+  readonly version?: string | undefined
+  /** Replace a pod that keeps failing for this long (default: always restart in place). */
+  readonly replaceAfterMs?: number | undefined
+}
+
+/** The spec with an instance count and a version (a new version is a config change: a rolling update). */
+export const spec = (options: { readonly count?: number | undefined; readonly version?: string | undefined } = {}) =>
+  ServiceSpec.fromYamlSync(
+    specYaml.replace("count: 3", `count: ${options.count ?? 3}`).replace('VERSION: "1"', `VERSION: "${options.version ?? "1"}"`)
+  )
+
+/** The whole scheduler: session, offers, task lifecycle and the service runtime, on SQLite. */
+export const layer = (options: Options): Layer.Layer<ServiceScheduler.ServiceScheduler, ServiceScheduler.StackError> =>
+  ServiceScheduler.layerStack({
+    spec: spec(options),
+    master: options.master,
+    failurePolicy: { permanentAfterMs: options.replaceAfterMs }
+  }).pipe(
+    Layer.provide(StateStore.layerSqlite({ path: options.state }))
+  )

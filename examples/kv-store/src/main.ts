@@ -1,0 +1,30 @@
+// Runs kv-store against a cluster: `node dist/main.js --master 127.0.0.1:5050 --state kv.db`.
+// It deploys (or resumes) the service and prints every plan's status as it changes.
+import { NodeRuntime } from "@effect/platform-node"
+import { ServiceScheduler } from "@berth/sdk-scheduler"
+import { Effect, Schedule } from "effect"
+import { parseArgs } from "node:util"
+import * as KvStore from "./kvStore.ts"
+
+const { values } = parseArgs({
+  options: {
+    master: { type: "string", default: "127.0.0.1:5050" },
+    state: { type: "string", default: "kv-store.db" },
+    count: { type: "string", default: "3" },
+    version: { type: "string", default: "1" }
+  }
+})
+
+let last = ""
+const report = Effect.gen(function*() {
+  const service = yield* ServiceScheduler.ServiceScheduler
+  const line = (yield* service.plans).map((p) => `${p.name}:${p.status}`).join(" ")
+  if (line !== last) console.log((last = line))
+})
+
+Effect.gen(function*() {
+  yield* report.pipe(Effect.repeat(Schedule.spaced("500 millis")))
+}).pipe(
+  Effect.provide(KvStore.layer({ master: values.master, state: values.state, count: Number(values.count), version: values.version })),
+  NodeRuntime.runMain
+)

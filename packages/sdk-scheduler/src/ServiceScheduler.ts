@@ -1,0 +1,986 @@
+/**
+ * The service runtime: it keeps a {@link ServiceSpec.ServiceSpec} deployed. It stores the spec as
+ * the target configuration, computes the deploy plan from what runs, and drives every plan's
+ * steps through the `TaskLifecycle` and `OfferManager`: deploy (reserve, create volumes,
+ * launch), rolling config updates (one instance at a time, each waiting for readiness), scale
+ * up, restart in place on the same reservation and volumes, replace elsewhere (releasing the old
+ * reservation and volumes when their agent is offered), decommission, custom plans with
+ * parameters, and uninstall (kill, destroy, unreserve, teardown) that leaves nothing behind.
+ *
+ * Everything it decides from is stored (target config, plan statuses and overrides, each
+ * instance's reservation generation, failure clock and recovery, what is to be released), so a
+ * restarted scheduler resumes where it stopped: the task lifecycle's write-ahead and its
+ * idempotent `launch` make sure no task is launched twice.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { ServiceScheduler, ServiceSpec } from "@berth/sdk-scheduler"
+ * import { StateStore } from "@berth/storage"
+ *
+ * const spec = ServiceSpec.fromYamlSync(yamlText)
+ * const Live = ServiceScheduler.layerStack({ spec, master: "127.0.0.1:5050" }).pipe(
+ *   Layer.provide(StateStore.layerSqlite({ path: "kv-store.db" }))
+ * )
+ * const program = Effect.gen(function*() {
+ *   const service = yield* ServiceScheduler.ServiceScheduler
+ *   yield* service.awaitPlan("deploy")          // every pod RUNNING and ready
+ *   yield* service.replacePod("kv-1")            // move it elsewhere, release the old volume
+ * }).pipe(Effect.provide(Live))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { ConfigStore, FrameworkStore, PlanStore, StateStore, TypedStore } from "@berth/storage"
+import type { StoreError } from "@berth/storage"
+import type { Scope } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Queue, Schema, Stream } from "effect"
+import { createHash } from "node:crypto"
+import * as OfferManager from "./OfferManager.ts"
+import * as Plan from "./Plan.ts"
+import * as Requirement from "./Requirement.ts"
+import * as SchedulerEvents from "./SchedulerEvents.ts"
+import * as SchedulerSession from "./SchedulerSession.ts"
+import type { InvalidOptions } from "./SchedulerError.ts"
+import * as ServiceSpec from "./ServiceSpec.ts"
+import * as TaskLifecycle from "./TaskLifecycle.ts"
+import * as Release from "./internal/service/release.ts"
+import * as TaskInfo from "./internal/service/taskInfo.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Stored records
+
+const FailureRecord = Schema.Struct({
+  since: Schema.Number,
+  failures: Schema.Number,
+  lastReplacedAt: Schema.optional(Schema.Number),
+  recoveredAt: Schema.optional(Schema.Number)
+})
+
+/**
+ * What the runtime stores about one pod instance.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const InstanceRecord = Schema.Struct({
+  instance: Schema.String,
+  pod: Schema.String,
+  index: Schema.Number,
+  /** Bumped by every replace: the reservation and volume names carry it. */
+  generation: Schema.Number,
+  /** Attempts launched from this time on belong to the current generation. */
+  generationSince: Schema.Number,
+  /** The current generation's reservation (and volumes) exist on `agentId`. */
+  placed: Schema.Boolean,
+  agentId: Schema.optional(Schema.String),
+  hostname: Schema.optional(Schema.String),
+  /** A replaced instance avoids the host it left. */
+  avoidHostname: Schema.optional(Schema.String),
+  /** The configuration (pod fingerprint and config id) its tasks run, once deployed. */
+  fingerprint: Schema.optional(Schema.String),
+  configId: Schema.optional(Schema.String),
+  /** The configuration being deployed, and since when. */
+  launchFingerprint: Schema.optional(Schema.String),
+  launchConfigId: Schema.optional(Schema.String),
+  launchSince: Schema.optional(Schema.Number),
+  onceDone: Schema.Array(Schema.String),
+  failure: Schema.optional(FailureRecord),
+  recovery: Schema.optional(Schema.Struct({
+    kind: Schema.Literals(["restart", "replace"]),
+    requestedAt: Schema.Number,
+    moved: Schema.optional(Schema.Boolean),
+    /** Started by the failure monitor after a transient failure (the lifecycle relaunches in place). */
+    auto: Schema.optional(Schema.Boolean)
+  })),
+  /** Decommission or uninstall started: never relaunched. */
+  retiring: Schema.optional(Schema.Boolean),
+  /** The last failed attempt the failure monitor counted. */
+  countedAttempt: Schema.optional(Schema.Number),
+  /** The step start (its `since`) for which everything the instance ran was stopped. */
+  freshFor: Schema.optional(Schema.Number)
+})
+/** @since 0.1.0 @category models */
+export type InstanceRecord = typeof InstanceRecord.Type
+
+const Meta = Schema.Struct({ uninstalling: Schema.Boolean, tornDown: Schema.optional(Schema.Boolean) })
+const PlanRun = Schema.Struct({ parameters: Schema.Record(Schema.String, Schema.String), startedAt: Schema.Number })
+
+// ---------------------------------------------------------------------------------------------
+// Public models
+
+/**
+ * One pod instance as it stands.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PodStatus {
+  readonly instance: string
+  readonly pod: string
+  readonly index: number
+  /** The latest task of its RUNNING task, if any. */
+  readonly taskId?: string | undefined
+  readonly state?: TaskLifecycle.State | undefined
+  readonly ready?: boolean | undefined
+  readonly agentId?: string | undefined
+  readonly hostname?: string | undefined
+  readonly generation: number
+  /** Runs the target configuration. */
+  readonly upToDate: boolean
+  readonly recovering?: "restart" | "replace" | undefined
+}
+
+/**
+ * The runtime's failures from the operator's side: an unknown plan or pod, a parameter the plan
+ * does not declare.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ServiceCommandError extends Schema.TaggedError<ServiceCommandError>()("ServiceCommandError", {
+  path: Schema.String,
+  rule: Schema.String
+}) {
+  override get message(): string {
+    return `${this.path}: ${this.rule}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** The target spec. */
+  readonly spec: Effect.Effect<ServiceSpec.ServiceSpec, StoreError.StoreError>
+  /**
+   * Makes `spec` the target (a rolling update, a scale-up, a decommission). A spec that is
+   * invalid, or an update the validators refuse, fails with every reason and changes nothing.
+   */
+  readonly update: (spec: unknown) => Effect.Effect<void, ServiceSpec.ServiceSpecError | StoreError.StoreError>
+  /** Every plan (deploy, recovery, decommission, custom plans, uninstall while it runs). */
+  readonly plans: Effect.Effect<ReadonlyArray<Plan.PlanView>, StoreError.StoreError>
+  readonly plan: (name: string) => Effect.Effect<Plan.PlanView, ServiceCommandError | StoreError.StoreError>
+  /** Starts a custom plan (from scratch) with parameters, which become its tasks' environment. */
+  readonly startPlan: (name: string, parameters?: Readonly<Record<string, string>>) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  readonly stopPlan: (name: string) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  readonly pause: (target: PlanStore.Target) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  readonly resume: (target: PlanStore.Target) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  readonly forceComplete: (target: PlanStore.Target) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  readonly restartPlan: (target: PlanStore.Target) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  readonly pods: Effect.Effect<ReadonlyArray<PodStatus>, StoreError.StoreError>
+  /** Restarts an instance in place: same agent, same reservation, same volumes. */
+  readonly restartPod: (instance: string) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  /** Replaces an instance: launched elsewhere with new volumes; the old ones are released. */
+  readonly replacePod: (instance: string) => Effect.Effect<void, ServiceCommandError | StoreError.StoreError>
+  /** Starts the uninstall: kill everything, destroy volumes, unreserve, tear the framework down. */
+  readonly uninstall: Effect.Effect<void, StoreError.StoreError>
+  /** Waits until a plan is COMPLETE (or `until` holds), checking as the runtime progresses. */
+  readonly awaitPlan: (name: string, until?: (view: Plan.PlanView) => boolean) => Effect.Effect<Plan.PlanView, StoreError.StoreError>
+  /** The offer manager's why-not record of an instance's pending launch. */
+  readonly whyNot: (instance: string) => Effect.Effect<Option.Option<OfferManager.WhyNotRecord>>
+  /** What is still to be released (old reservations and volumes), per agent. */
+  readonly pendingRelease: Effect.Effect<ReadonlyArray<{ readonly instance: string; readonly agentId: string }>>
+}
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class ServiceScheduler extends Context.Service<ServiceScheduler, Service>()("@berth/sdk-scheduler/ServiceScheduler") {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The spec: decoded, or raw data (validated; errors name the path and the rule). */
+  readonly spec: ServiceSpec.ServiceSpec | ServiceSpec.Encoded | unknown
+  /** When a failing instance is replaced instead of restarted. Default: never (restart in place). */
+  readonly failurePolicy?: Plan.FailurePolicy | undefined
+  /** How long an instance must run after a recovery before its failure clock is reset. Default 60 s. */
+  readonly stableAfter?: Duration.Input | undefined
+  /** How often the plans are re-evaluated besides on every task change. Default 250 ms. */
+  readonly tickInterval?: Duration.Input | undefined
+}
+
+const ONE_RUNNING = "this scheduler runs at most one RUNNING task per pod instance; split the pod"
+
+const runtimeChecks = (spec: ServiceSpec.ServiceSpec): Effect.Effect<ServiceSpec.ServiceSpec, ServiceSpec.ServiceSpecError> => {
+  const issues = Object.entries(spec.pods)
+    .filter(([, p]) => Object.values(p.tasks).filter((t) => t.goal === "RUNNING").length > 1)
+    .map(([pod]) => ({ path: `pods.${pod}.tasks`, rule: ONE_RUNNING }))
+  return issues.length === 0 ? Effect.succeed(spec) : Effect.fail(new ServiceSpec.ServiceSpecError({ issues }))
+}
+
+const decodeSpec = (input: unknown) => Effect.flatMap(ServiceSpec.decode(input), runtimeChecks)
+
+const configIdOf = (spec: ServiceSpec.ServiceSpec) =>
+  createHash("sha256").update(JSON.stringify(Schema.encodeSync(ServiceSpec.ServiceSpec)(spec))).digest("hex").slice(0, 16)
+
+const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+const mainTaskOf = (pod: ServiceSpec.PodSpec): string | undefined =>
+  Object.entries(pod.tasks).find(([, t]) => t.goal === "RUNNING")?.[0]
+
+/**
+ * The runtime over a session, its event hub, offer manager and task lifecycle, and a state store
+ * (already namespaced for this service); {@link layerStack} builds all of them. The `releaser`
+ * sees the offers the offer manager does not use (its `onOffers` is the offer manager's
+ * `onIdleOffers`).
+ */
+const make = (
+  options: Options,
+  releaser: Release.Releaser
+): Effect.Effect<
+  Service,
+  ServiceSpec.ServiceSpecError | StoreError.StoreError,
+  | SchedulerSession.SchedulerSession
+  | SchedulerEvents.SchedulerEvents
+  | OfferManager.OfferManager
+  | TaskLifecycle.TaskLifecycle
+  | StateStore.StateStore
+  | Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const initial = yield* decodeSpec(options.spec)
+    const session = yield* SchedulerSession.SchedulerSession
+    const events = yield* SchedulerEvents.SchedulerEvents
+    const offers = yield* OfferManager.OfferManager
+    const tasks = yield* TaskLifecycle.TaskLifecycle
+    const planStore = yield* PlanStore.make
+    const configs = yield* ConfigStore.make(ServiceSpec.ServiceSpec)
+    const frameworks = yield* FrameworkStore.make
+    const instances = yield* TypedStore.make(InstanceRecord, "service/instances/")
+    const metaStore = yield* TypedStore.make(Meta, "service/")
+    const runs = yield* TypedStore.make(PlanRun, "service/plan-runs/")
+    const controls = Plan.controls(planStore)
+    const policy = options.failurePolicy ?? {}
+    const stableMs = Duration.toMillis(Duration.fromInputUnsafe(options.stableAfter ?? "60 seconds"))
+    const wake = yield* Queue.sliding<void>(1)
+    const hostnames = new Map<string, string>()
+    const orDieSchema = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.catchIf(effect, (e: any): e is any => e?._tag !== "StoreError", (e) => Effect.die(e)) as Effect.Effect<A, StoreError.StoreError>
+
+    const saveRecord = (r: InstanceRecord) => orDieSchema(instances.put(r.instance, r))
+    const loadRecords = Effect.map(orDieSchema(instances.list()), (es) => new Map(es.map((e) => [e.key, e.value])))
+    const meta = Effect.map(orDieSchema(metaStore.get("meta")), (o) => Option.getOrElse(Option.map(o, (e) => e.value), (): typeof Meta.Type => ({ uninstalling: false })))
+
+    const target = Effect.gen(function*() {
+      const t = yield* configs.target
+      if (Option.isNone(t)) return yield* Effect.die(new Error("no target configuration stored"))
+      return { id: t.value[0], spec: t.value[1] }
+    })
+
+    const update = (input: unknown) =>
+      Effect.gen(function*() {
+        const next = yield* decodeSpec(input)
+        const current = yield* configs.target
+        if (Option.isSome(current)) yield* ServiceSpec.checkUpdate(current.value[1], next)
+        const id = configIdOf(next)
+        if (Option.isSome(current) && current.value[0] === id) return
+        yield* orDieSchema(configs.put(id, next))
+        yield* orDieSchema(configs.setTarget(id))
+        // The stored deploy statuses belonged to the previous target; the new plan starts fresh.
+        yield* planStore.removePlan("deploy")
+        yield* Queue.offer(wake, undefined)
+      })
+
+    yield* update(initial)
+
+    const specOf = (configId: string | undefined, fallback: ServiceSpec.ServiceSpec) =>
+      configId === undefined
+        ? Effect.succeed(fallback)
+        : Effect.map(configs.get(configId), Option.getOrElse(() => fallback))
+
+    // -------------------------------------------------------------------------------------------
+    // Launching
+
+    const latest = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, requirementId: string, since: number) => {
+      let best: TaskLifecycle.TaskRecord | undefined
+      for (const t of all) {
+        if (t.requirementId !== requirementId || t.launchedAtMs < since) continue
+        if (best === undefined || t.attempt > best.attempt) best = t
+      }
+      return best
+    }
+    const latestAny = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, requirementId: string) => latest(all, requirementId, -Infinity)
+    const live = (t: TaskLifecycle.TaskRecord | undefined): t is TaskLifecycle.TaskRecord => t !== undefined && !TaskLifecycle.isTerminal(t.state)
+
+    let lastReleaseRevive = 0
+    const hostsInUse = new Map<string, { readonly pod: string; readonly hostname: string }>()
+    const requirementOf = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, id: string) => {
+      const base = ServiceSpec.requirement(spec, r.pod, r.index, { existing: r.placed, generation: r.generation, id })
+      if (r.placed) return base
+      const avoid = new Set<string>()
+      if (r.avoidHostname !== undefined) avoid.add(r.avoidHostname)
+      // hostname:UNIQUE, also spelt out as the hosts the pod's other instances run on. The offer
+      // manager counts running tasks for constraints from the sources registered with it; this
+      // keeps UNIQUE hosts correct even when such a source is missing or stale.
+      if ((base.constraints ?? []).some((c) => c.operator === "UNIQUE" && Requirement.fieldName(c.field) === "hostname")) {
+        for (const [instance, h] of hostsInUse) if (h.pod === r.pod && instance !== r.instance) avoid.add(h.hostname)
+      }
+      if (avoid.size === 0) return base
+      return Requirement.decodeSync({
+        ...Schema.encodeSync(Requirement.Requirement)(base),
+        constraints: [...(base.constraints ?? []), { field: "hostname", operator: "UNLIKE", value: [...avoid].sort().map(escapeRegex).join("|") }]
+      })
+    }
+
+    /**
+     * The RUNNING task's launch spec. Its requirement id is the instance, so the lifecycle
+     * relaunches it in place by itself after a transient failure (goal RUNNING) once the spec
+     * asks for the existing reservation; every other relaunch (update, replace, operator restart)
+     * is a `stop` and then a new `launch`, so nothing old is relaunched in between.
+     */
+    const mainSpec = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, fingerprint: string): TaskLifecycle.LaunchSpec => ({
+      request: {
+        requirement: requirementOf(spec, r, r.instance),
+        task: TaskInfo.make(spec, r.pod, r.index, mainTaskOf(spec.pods[r.pod]!)!, { fingerprint })
+      },
+      goal: "RUNNING"
+    })
+
+    /** FINISH and ONCE tasks run once per configuration and generation: a fresh requirement id each. */
+    const initId = (r: InstanceRecord, task: string, fingerprint: string) => `${r.instance}-${task}-g${r.generation}-${fingerprint.slice(0, 8)}`
+
+    const ofInstance = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, instance: string) =>
+      all.filter((t) => t.requirementId === instance || t.requirementId.startsWith(`${instance}-`))
+
+    const newRecord = (instance: string, pod: string, index: number, now: number): InstanceRecord => ({
+      instance, pod, index, generation: 0, generationSince: now, placed: false, onceDone: []
+    })
+
+    /** Queues what the instance held on its agent for release (its tasks have ended). */
+    const retireReservation = (r: InstanceRecord, spec: ServiceSpec.ServiceSpec) =>
+      Effect.gen(function*() {
+        if (r.placed && r.agentId !== undefined) {
+          yield* releaser.add([{ instance: r.instance, agentId: r.agentId, labels: ServiceSpec.reservationLabels(spec, r.instance, r.generation) }])
+          // Offers of that agent may sit behind a long decline filter: clear the filters.
+          yield* session.revive().pipe(Effect.ignore)
+        }
+      })
+
+    /**
+     * Drives one instance towards running `fingerprint` with tasks launched at or after `since`:
+     * stops older tasks, moves the instance when replacing (new generation, old reservation
+     * released), runs its FINISH/ONCE tasks when `runInit`, then its RUNNING task, and reports
+     * the step's status (COMPLETE once RUNNING and, with a readiness check, ready).
+     */
+    const ensure = (
+      spec: ServiceSpec.ServiceSpec,
+      record: InstanceRecord,
+      all: ReadonlyArray<TaskLifecycle.TaskRecord>,
+      goal: {
+        readonly fingerprint: string
+        readonly since: number
+        readonly runInit: boolean
+        readonly replace: boolean
+        /**
+         * Start from nothing: stop whatever the instance runs first (which also stops the
+         * lifecycle from relaunching it on its own meanwhile). False only for the restart after
+         * a transient failure, which the lifecycle does in place by itself.
+         */
+        readonly fresh: boolean
+      }
+    ): Effect.Effect<{ status: PlanStore.StepStatus; record: InstanceRecord }, TaskLifecycle.LifecycleError> =>
+      Effect.gen(function*() {
+        let r = record
+        const pod = spec.pods[r.pod]!
+        const main = mainTaskOf(pod)
+        const mine = ofInstance(all, r.instance)
+        if (goal.fresh && r.freshFor !== goal.since) {
+          yield* tasks.stop([...new Set([r.instance, ...mine.map((t) => t.requirementId)])])
+          r = { ...r, freshFor: goal.since }
+          yield* saveRecord(r)
+          // The task snapshot predates the stop: look again next time.
+          return { status: "STARTING" as const, record: r }
+        }
+        const older = mine.filter((t) => live(t) && (t.launchedAtMs < goal.since || (goal.fresh && t.killRequested === true)))
+        if (older.length > 0) {
+          const ids = [...new Set(older.map((t) => t.requirementId))]
+          if (older.some((t) => t.killRequested !== true)) yield* tasks.stop(ids)
+          return { status: "STARTING" as const, record: r }
+        }
+        if (goal.replace && r.recovery?.moved !== true) {
+          yield* retireReservation(r, spec)
+          const now = yield* Clock.currentTimeMillis
+          r = {
+            ...r,
+            generation: r.generation + 1,
+            generationSince: now,
+            placed: false,
+            agentId: undefined,
+            avoidHostname: r.hostname ?? r.avoidHostname,
+            hostname: undefined,
+            onceDone: [],
+            ...(r.recovery === undefined ? {} : { recovery: { ...r.recovery, moved: true } })
+          }
+          yield* saveRecord(r)
+        }
+        if (goal.runInit) {
+          for (const [name, task] of Object.entries(pod.tasks)) {
+            if (name === main) continue
+            if (task.goal === "ONCE" && r.onceDone.includes(name)) continue
+            const id = initId(r, name, goal.fingerprint)
+            const t = latestAny(all, id)
+            if (t?.state === "FINISHED") {
+              if (task.goal === "ONCE") {
+                r = { ...r, onceDone: [...r.onceDone, name] }
+                yield* saveRecord(r)
+              }
+              continue
+            }
+            // The lifecycle relaunches a failed FINISH task itself (with backoff).
+            yield* tasks.launch([{
+              request: { requirement: requirementOf(spec, r, id), task: TaskInfo.make(spec, r.pod, r.index, name, { fingerprint: goal.fingerprint }) },
+              goal: "FINISH"
+            }])
+            return { status: live(t) ? "STARTING" as const : "PREPARED" as const, record: r }
+          }
+        }
+        if (main === undefined) return { status: "COMPLETE" as const, record: r }
+        const t = latest(all, r.instance, goal.since)
+        // Idempotent: nothing is launched while the latest attempt lives.
+        yield* tasks.launch([mainSpec(spec, r, goal.fingerprint)])
+        if (!live(t)) return { status: "PREPARED" as const, record: r }
+        if (t.state !== "RUNNING") return { status: "STARTING" as const, record: r }
+        const needsReady = pod.tasks[main]!.readiness !== undefined
+        return { status: needsReady && t.ready !== true ? "STARTED" as const : "COMPLETE" as const, record: r }
+      })
+
+    /** Kills everything of an instance and queues its reservation for release; COMPLETE once released. */
+    const retire = (spec: ServiceSpec.ServiceSpec, record: InstanceRecord, all: ReadonlyArray<TaskLifecycle.TaskRecord>) =>
+      Effect.gen(function*() {
+        let r = record
+        if (r.retiring !== true) {
+          r = { ...r, retiring: true }
+          yield* saveRecord(r)
+        }
+        const mine = ofInstance(all, r.instance)
+        const ids = [...new Set([r.instance, ...mine.map((t) => t.requirementId)])]
+        const running = mine.filter((t) => live(t))
+        if (running.length > 0) {
+          if (running.some((t) => t.killRequested !== true)) yield* tasks.stop(ids)
+          return "STARTING" as const
+        }
+        if (r.placed) {
+          yield* retireReservation(r, spec)
+          r = { ...r, placed: false }
+          yield* saveRecord(r)
+        }
+        const pending = yield* releaser.pending
+        if (pending.some((g) => g.instance === r.instance)) return "STARTED" as const
+        for (const id of ids) yield* tasks.forget(id).pipe(Effect.ignore)
+        yield* orDieSchema(instances.delete(r.instance))
+        return "COMPLETE" as const
+      })
+
+    // -------------------------------------------------------------------------------------------
+    // Plans
+
+    const deployedOf = (records: ReadonlyMap<string, InstanceRecord>): Plan.Deployed =>
+      Object.fromEntries([...records.values()].filter((r) => r.fingerprint !== undefined && r.retiring !== true).map((r) => [r.instance, { fingerprint: r.fingerprint! }]))
+
+    const currentPlans = Effect.gen(function*() {
+      const m = yield* meta
+      const { spec } = yield* target
+      const records = yield* loadRecords
+      if (m.uninstalling) return { spec, records, plans: [Plan.uninstallPlan([...records.keys()].sort())] }
+      const deployed = deployedOf(records)
+      const recovery = Plan.recoveryPlan(
+        [...records.values()].filter((r) => r.recovery !== undefined && r.retiring !== true).map((r) => ({ instance: r.instance, kind: r.recovery!.kind }))
+      )
+      const custom = Object.keys(spec.plans ?? {}).map((name) => Plan.customPlan(spec, name)!)
+      const retiring = Object.fromEntries([...records.values()].filter((r) => r.retiring === true).map((r) => [r.instance, { fingerprint: "" }]))
+      return {
+        spec,
+        records,
+        plans: [Plan.deployPlan(spec, deployed), recovery, Plan.decommissionPlan(spec, { ...deployed, ...retiring }), ...custom]
+      }
+    })
+
+    const viewOf = (plan: Plan.Plan, spec: ServiceSpec.ServiceSpec, records: ReadonlyMap<string, InstanceRecord>) =>
+      Effect.gen(function*() {
+        let stored = yield* planStore.steps(plan.name)
+        if (plan.name === "deploy") {
+          // A COMPLETE stored for an instance that does not run the target (yet) is stale.
+          stored = stored.filter((s) => {
+            if (s.status !== "COMPLETE") return true
+            const r = records.get(s.step)
+            const pod = ServiceSpec.parseInstance(s.step)?.pod
+            return r !== undefined && pod !== undefined && spec.pods[pod] !== undefined && r.fingerprint === ServiceSpec.podFingerprint(spec, pod)
+          })
+        }
+        return Plan.view(plan, stored, yield* planStore.overrides(plan.name))
+      })
+
+    const progress = (
+      plan: Plan.Plan,
+      step: Plan.Step,
+      spec: ServiceSpec.ServiceSpec,
+      configId: string,
+      records: Map<string, InstanceRecord>,
+      all: ReadonlyArray<TaskLifecycle.TaskRecord>,
+      now: number
+    ): Effect.Effect<PlanStore.StepStatus, TaskLifecycle.LifecycleError> =>
+      Effect.gen(function*() {
+        const instance = step.instance
+        switch (step.kind) {
+          case "deploy":
+          case "update": {
+            const parsed = ServiceSpec.parseInstance(instance!)!
+            const fingerprint = ServiceSpec.podFingerprint(spec, parsed.pod)
+            let r = records.get(instance!) ?? newRecord(instance!, parsed.pod, parsed.index, now)
+            if (r.launchFingerprint !== fingerprint || r.launchSince === undefined) {
+              r = { ...r, launchFingerprint: fingerprint, launchConfigId: configId, launchSince: now, recovery: undefined }
+              yield* saveRecord(r)
+            }
+            const out = yield* ensure(spec, r, all, { fingerprint, since: r.launchSince!, runInit: true, replace: false, fresh: true })
+            r = out.record
+            if (out.status === "COMPLETE" && (r.fingerprint !== fingerprint || r.configId !== configId)) {
+              r = { ...r, fingerprint, configId }
+              yield* saveRecord(r)
+            }
+            records.set(r.instance, r)
+            return out.status
+          }
+          case "restart":
+          case "replace": {
+            let r = records.get(instance!)
+            if (r === undefined || r.recovery === undefined) return "COMPLETE"
+            const own = yield* specOf(r.configId, spec)
+            if (own.pods[r.pod] === undefined) return "COMPLETE"
+            const out = yield* ensure(own, r, all, {
+              fingerprint: r.fingerprint ?? ServiceSpec.podFingerprint(own, r.pod),
+              since: r.recovery.requestedAt,
+              runInit: false,
+              replace: r.recovery.kind === "replace",
+              fresh: r.recovery.kind === "replace" || r.recovery.auto !== true
+            })
+            r = out.record
+            if (out.status === "COMPLETE") {
+              const failure = r.failure === undefined
+                ? undefined
+                : { ...r.failure, recoveredAt: now, ...(r.recovery?.kind === "replace" ? { lastReplacedAt: now } : {}) }
+              r = { ...r, recovery: undefined, ...(failure === undefined ? {} : { failure }) }
+              yield* saveRecord(r)
+            }
+            records.set(r.instance, r)
+            return out.status
+          }
+          case "decommission":
+          case "uninstall": {
+            const r = records.get(instance!)
+            if (r === undefined) return "COMPLETE"
+            const own = yield* specOf(r.configId, spec)
+            return yield* retire(own.pods[r.pod] === undefined ? spec : own, r, all)
+          }
+          case "run": {
+            const run = Option.map(yield* orDieSchema(runs.get(plan.name)), (e) => e.value)
+            const parameters = Option.match(run, { onNone: () => ({}), onSome: (x) => x.parameters })
+            const since = Option.match(run, { onNone: () => 0, onSome: (x) => x.startedAt })
+            const pod = spec.pods[step.pod!]!
+            const index = ServiceSpec.parseInstance(instance!)!.index
+            for (const task of step.tasks ?? []) {
+              // One requirement per run, so that every start of the plan runs its tasks again.
+              const id = `${instance}-${task}-${plan.name}-${since}`
+              const t = latest(all, id, since)
+              if (t?.state === "FINISHED") continue
+              if (live(t)) return t.state === "RUNNING" ? "STARTED" : "STARTING"
+              const resources = ServiceSpec.taskResources(pod, pod.tasks[task]!)
+              yield* tasks.launch([{
+                request: {
+                  requirement: Requirement.decodeSync({ id, group: `${step.pod}-${plan.name}`, role: ServiceSpec.roleOf(spec), resources }),
+                  task: TaskInfo.make(spec, step.pod!, index, task, { fingerprint: plan.name, extraEnv: parameters })
+                },
+                // Retried (with backoff) until it succeeds.
+                goal: "FINISH"
+              }])
+              return "PREPARED"
+            }
+            return "COMPLETE"
+          }
+          case "teardown": {
+            const pending = yield* releaser.pending
+            if (pending.length > 0 || records.size > 0) return "PENDING"
+            const torn = yield* Effect.result(session.teardown)
+            if (torn._tag === "Failure") {
+              yield* Effect.logWarning("uninstall: teardown failed; retrying", torn.failure)
+              return "PENDING"
+            }
+            yield* frameworks.clearFrameworkId.pipe(Effect.ignore)
+            yield* orDieSchema(metaStore.put("meta", { uninstalling: true, tornDown: true }))
+            return "COMPLETE"
+          }
+        }
+      })
+
+    const tick = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const m = yield* meta
+      if (m.tornDown === true) return
+      const { id: configId } = yield* target
+      const { spec, records } = yield* currentPlans
+      const all = yield* tasks.tasks
+      // Releases wait for an offer from their agent; one that did not come (a long decline
+      // filter, a refused operation) is asked for again by clearing the filters.
+      const garbage = yield* releaser.pending
+      if (garbage.some((g) => g.sentAt === undefined || now - g.sentAt > 10_000) && now - lastReleaseRevive > 10_000) {
+        lastReleaseRevive = now
+        yield* session.revive().pipe(Effect.ignore)
+      }
+
+      // Where each pod's live instances run, for `hostname:UNIQUE` (see `requirementOf`).
+      hostsInUse.clear()
+      for (const t of all) {
+        const r = records.get(t.requirementId)
+        if (r === undefined || TaskLifecycle.isTerminal(t.state)) continue
+        const hostname = hostnames.get(t.requirementId) ?? (r.agentId === t.agentId ? r.hostname : undefined)
+        if (hostname !== undefined) hostsInUse.set(r.instance, { pod: r.pod, hostname })
+      }
+      const recordsMut = new Map(records)
+
+      // What the lifecycle learnt: reservations made, failures to recover, stable instances.
+      for (const r0 of records.values()) {
+        let r = r0
+        let changed = false
+        const mine = ofInstance(all, r.instance)
+        if (!r.placed && r.retiring !== true) {
+          // The Accept that launched a task of this generation also made its reservation.
+          const placed = mine.find((t) => t.launchedAtMs >= r.generationSince && t.progress >= 1)
+          if (placed !== undefined) {
+            r = { ...r, placed: true, agentId: placed.agentId, hostname: hostnames.get(placed.requirementId) ?? r.hostname }
+            changed = true
+          }
+        }
+        if (r.hostname === undefined && r.placed && hostnames.has(r.instance)) {
+          r = { ...r, hostname: hostnames.get(r.instance) }
+          changed = true
+        }
+        const pod = spec.pods[r.pod]
+        const main = pod === undefined ? undefined : mainTaskOf(pod)
+        const deploying = r.launchFingerprint !== undefined && r.launchFingerprint !== r.fingerprint
+        if (!m.uninstalling && main !== undefined && r.retiring !== true && r.fingerprint !== undefined && !deploying) {
+          const attempts = mine.filter((t) => t.requirementId === r.instance)
+          const t = latestAny(attempts, r.instance)
+          const failed = attempts.filter((x) =>
+            TaskLifecycle.isTerminal(x.state) && x.killRequested !== true && x.launchedAtMs >= (r.launchSince ?? 0) && x.attempt > (r.countedAttempt ?? 0)
+          )
+          if (failed.length > 0 && r.recovery?.kind !== "replace") {
+            // The failure monitor: its clock (failure.since) is stored, so restarts do not reset it.
+            const last = failed.at(-1)!
+            let failure = r.failure?.recoveredAt === undefined ? r.failure : { ...r.failure, recoveredAt: undefined }
+            for (const _ of failed) failure = Plan.recordFailure(failure, now)
+            const kind = Plan.recoveryAction(failure!, now, policy)
+            // A restart counts any attempt after the failed one (the lifecycle relaunches in place by itself).
+            r = {
+              ...r,
+              failure,
+              countedAttempt: last.attempt,
+              recovery: kind === "restart" ? { kind, requestedAt: last.launchedAtMs + 1, auto: true } : { kind, requestedAt: now }
+            }
+            yield* planStore.setStepStatus("recovery", "recovery", r.instance, "PENDING", `${last.taskId} ${last.state}: ${last.message}`)
+            changed = true
+          } else if (live(t) && t.state === "RUNNING" && r.failure?.recoveredAt !== undefined && now - r.failure.recoveredAt >= stableMs) {
+            r = { ...r, failure: undefined }
+            changed = true
+          }
+          if (r.recovery === undefined && r.placed && live(t)) {
+            // After a scheduler restart the lifecycle knows no spec: register the in-place one, so
+            // that a transient failure is relaunched on the same reservation and volumes.
+            const own = yield* specOf(r.configId, spec)
+            if (own.pods[r.pod] !== undefined) yield* tasks.launch([mainSpec(own, r, r.fingerprint!)])
+          }
+        }
+        if (changed) {
+          yield* saveRecord(r)
+          recordsMut.set(r.instance, r)
+        }
+      }
+
+      const fresh = yield* currentPlans
+      const ordered = m.uninstalling ? fresh.plans : [
+        fresh.plans[0]!,
+        Plan.recoveryPlan(
+          [...recordsMut.values()].filter((r) => r.recovery !== undefined && r.retiring !== true).map((r) => ({ instance: r.instance, kind: r.recovery!.kind }))
+        ),
+        ...fresh.plans.slice(2)
+      ]
+      // Plans run side by side, but an instance belongs to one plan at a time: the first (in the
+      // order deploy, recovery, decommission, custom) that has a step for it under way or ready.
+      const claimed = new Set<string>()
+      for (const plan of ordered) {
+        const view = yield* viewOf(plan, spec, recordsMut)
+        const mine = new Set<string>()
+        for (const phase of view.phases) {
+          for (const s of phase.steps) {
+            if (s.instance !== undefined && (s.stored === "PREPARED" || s.stored === "STARTING" || s.stored === "STARTED")) mine.add(s.instance)
+          }
+        }
+        for (const c of view.candidates) {
+          const step = Plan.findStep(plan, c.phase, c.step)!
+          const stored = view.phases.find((p) => p.name === c.phase)!.steps.find((s) => s.name === c.step)!.stored
+          if (step.instance !== undefined) {
+            if (claimed.has(step.instance)) continue
+            mine.add(step.instance)
+          }
+          const status = yield* progress(plan, step, spec, configId, recordsMut, all, now)
+          if (status !== stored) {
+            yield* planStore.setStepStatus(plan.name, c.phase, c.step, status)
+            // New work: agents declined while the service was idle sit behind a long filter.
+            if (status === "PREPARED") yield* session.revive().pipe(Effect.ignore)
+          }
+        }
+        for (const i of mine) claimed.add(i)
+      }
+    })
+
+    const runTick = tick.pipe(
+      Effect.catchCause((cause) => Effect.logWarning("service runtime: plan evaluation failed; retrying", cause))
+    )
+
+    // Event wiring: operation feedback for releases, the framework id for failover.
+    yield* events.register("service-scheduler", (event) => {
+      switch (event.$case) {
+        case "updateOperationStatus":
+          return Effect.forEach(event.value.statuses, (s) => releaser.onOperationStatus(s), { discard: true })
+        case "subscribed":
+          return frameworks.storeFrameworkId(event.value.frameworkId).pipe(
+            Effect.catchCause((cause) => Effect.logError("could not store the framework id", cause)),
+            Effect.andThen(Queue.offer(wake, undefined)),
+            Effect.asVoid
+          )
+        default:
+          return Effect.void
+      }
+    })
+    yield* offers.accepted.pipe(
+      Stream.runForEach((a) => Effect.sync(() => hostnames.set(a.placed.requirementId, a.placed.hostname))),
+      Effect.forkScoped
+    )
+    yield* tasks.changes.pipe(Stream.runForEach(() => Queue.offer(wake, undefined)), Effect.forkScoped)
+    const interval = options.tickInterval ?? "250 millis"
+    yield* Effect.gen(function*() {
+      yield* tasks.reconciled
+      while (true) {
+        yield* runTick
+        yield* Effect.raceFirst(Effect.sleep(interval), Queue.take(wake))
+      }
+    }).pipe(Effect.forkScoped)
+
+    const known = (name: string) =>
+      Effect.gen(function*() {
+        const { plans, spec, records } = yield* currentPlans
+        const plan = plans.find((p) => p.name === name)
+        if (plan === undefined) return yield* new ServiceCommandError({ path: `plans.${name}`, rule: `no such plan (known: ${plans.map((p) => p.name).join(", ")})` })
+        return { plan, spec, records }
+      })
+
+    const knownTarget = (t: PlanStore.Target) =>
+      Effect.gen(function*() {
+        const { plan } = yield* known(t.plan)
+        if (t.phase !== undefined) {
+          const phase = plan.phases.find((p) => p.name === t.phase)
+          if (phase === undefined) return yield* new ServiceCommandError({ path: `plans.${t.plan}.${t.phase}`, rule: "no such phase" })
+          if (t.step !== undefined && !phase.steps.some((s) => s.name === t.step)) {
+            return yield* new ServiceCommandError({ path: `plans.${t.plan}.${t.phase}.${t.step}`, rule: "no such step" })
+          }
+        }
+        return plan
+      })
+
+    const poke = <A, E>(effect: Effect.Effect<A, E>) => Effect.tap(effect, () => Queue.offer(wake, undefined))
+
+    const podCommand = (instance: string, kind: "restart" | "replace") =>
+      poke(Effect.gen(function*() {
+        const records = yield* loadRecords
+        const r = records.get(instance)
+        if (r === undefined || r.retiring === true) {
+          return yield* new ServiceCommandError({ path: `pods.${instance}`, rule: `no such deployed pod instance (deployed: ${[...records.keys()].join(", ") || "none"})` })
+        }
+        const now = yield* Clock.currentTimeMillis
+        yield* saveRecord({ ...r, recovery: { kind, requestedAt: now } })
+        yield* planStore.setStepStatus("recovery", "recovery", instance, "PENDING", `${kind} requested by the operator`)
+      }))
+
+    const service: Service = {
+      spec: Effect.map(target, (t) => t.spec),
+      update,
+      plans: Effect.gen(function*() {
+        const { plans, spec, records } = yield* currentPlans
+        return yield* Effect.forEach(plans, (p) => viewOf(p, spec, records))
+      }),
+      plan: (name) =>
+        Effect.gen(function*() {
+          const { plan, spec, records } = yield* known(name)
+          return yield* viewOf(plan, spec, records)
+        }),
+      startPlan: (name, parameters = {}) =>
+        poke(Effect.gen(function*() {
+          const { plan, spec } = yield* known(name)
+          const declared = spec.plans?.[name]?.parameters ?? {}
+          for (const key of Object.keys(parameters)) {
+            if (!(key in declared)) {
+              return yield* new ServiceCommandError({ path: `parameters.${key}`, rule: `plan ${name} declares no such parameter (declared: ${Object.keys(declared).join(", ") || "none"})` })
+            }
+          }
+          const now = yield* Clock.currentTimeMillis
+          yield* orDieSchema(runs.put(name, { parameters: { ...declared, ...parameters }, startedAt: now }))
+          yield* controls.restart(plan, { plan: name })
+          yield* controls.start(plan)
+        })),
+      stopPlan: (name) => poke(Effect.flatMap(known(name), ({ plan }) => controls.stop(plan))),
+      pause: (t) => poke(Effect.flatMap(knownTarget(t), () => controls.pause(t))),
+      resume: (t) => poke(Effect.flatMap(knownTarget(t), () => controls.resume(t))),
+      forceComplete: (t) => poke(Effect.flatMap(knownTarget(t), () => controls.forceComplete(t))),
+      restartPlan: (t) => poke(Effect.flatMap(knownTarget(t), (plan) => controls.restart(plan, t))),
+      pods: Effect.gen(function*() {
+        const { spec } = yield* target
+        const records = yield* loadRecords
+        const all = yield* tasks.tasks
+        const names = [...new Set([...ServiceSpec.instances(spec), ...records.keys()])]
+        return names.map((instance): PodStatus => {
+          const parsed = ServiceSpec.parseInstance(instance)!
+          const r = records.get(instance)
+          const t = latestAny(all, instance)
+          return {
+            instance,
+            pod: parsed.pod,
+            index: parsed.index,
+            taskId: t?.taskId,
+            state: t?.state,
+            ready: t?.ready,
+            agentId: r?.agentId ?? t?.agentId,
+            hostname: r?.hostname ?? hostnames.get(instance),
+            generation: r?.generation ?? 0,
+            upToDate: r !== undefined && spec.pods[parsed.pod] !== undefined && r.fingerprint === ServiceSpec.podFingerprint(spec, parsed.pod),
+            recovering: r?.recovery?.kind
+          }
+        })
+      }),
+      restartPod: (instance) => podCommand(instance, "restart"),
+      replacePod: (instance) => podCommand(instance, "replace"),
+      uninstall: poke(Effect.gen(function*() {
+        const m = yield* meta
+        if (m.uninstalling) return
+        yield* orDieSchema(metaStore.put("meta", { uninstalling: true }))
+      })),
+      awaitPlan: (name, until = (v) => v.status === "COMPLETE") =>
+        Effect.gen(function*() {
+          while (true) {
+            const { plans, spec, records } = yield* currentPlans
+            const plan = plans.find((p) => p.name === name)
+            if (plan !== undefined) {
+              const v = yield* viewOf(plan, spec, records)
+              if (until(v)) return v
+            }
+            yield* Effect.sleep("100 millis")
+          }
+        }),
+      whyNot: (instance) => offers.whyNot(instance),
+      pendingRelease: Effect.map(releaser.pending, (gs) => gs.map((g) => ({ instance: g.instance, agentId: g.agentId })))
+    }
+    return service
+  })
+
+/**
+ * Why {@link layerStack} could not be built: an invalid spec (before anything is launched),
+ * storage, or invalid session options.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type StackError = ServiceSpec.ServiceSpecError | StoreError.StoreError | InvalidOptions | ServiceUninstalled
+
+/**
+ * The store says this service was uninstalled (its framework torn down). Starting it again would
+ * register a new framework and deploy from scratch, so it is refused: clear the service's state
+ * (`services/<name>/` in the store) to install it anew.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ServiceUninstalled extends Schema.TaggedError<ServiceUninstalled>()("ServiceUninstalled", {
+  service: Schema.String
+}) {
+  override get message(): string {
+    return `service ${JSON.stringify(this.service)} was uninstalled and its framework torn down; clear its state (services/${this.service}/ in the store) to install it again`
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface StackOptions extends Options {
+  /** The master's gRPC endpoint(s). */
+  readonly master: string
+  /** Extra session options (credentials, TLS, reconnect...). The framework is named after the service, with its role. */
+  readonly session?: Partial<Omit<SchedulerSession.Options, "master" | "framework">> | undefined
+  readonly offers?: Omit<OfferManager.Options, "onIdleOffers" | "suppressWhenIdle" | "principal"> | undefined
+  readonly lifecycle?: TaskLifecycle.Options | undefined
+}
+
+/**
+ * Everything a service framework needs, from a state store: the session (failing over to the
+ * framework id stored by a previous run), the event hub, the offer manager, the task lifecycle
+ * and the service runtime, with all state under `services/<name>/` in the store. The spec is
+ * validated first: an invalid one fails the layer (naming the path and the rule) before
+ * anything is launched.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { ServiceScheduler } from "@berth/sdk-scheduler"
+ * import { StateStore } from "@berth/storage"
+ *
+ * const Live = ServiceScheduler.layerStack({ spec, master: "127.0.0.1:5050" }).pipe(
+ *   Layer.provide(StateStore.layerSqlite({ path: "state.db" }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerStack = (options: StackOptions): Layer.Layer<ServiceScheduler, StackError, StateStore.StateStore> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const spec = yield* decodeSpec(options.spec)
+    const base = yield* StateStore.StateStore
+    const store = StateStore.namespaced(base, `services/${encodeURIComponent(spec.name)}/`)
+    const provideStore = Effect.provideService(StateStore.StateStore, store)
+    const releaser = yield* provideStore(Release.make)
+    const frameworkId = yield* provideStore(Effect.flatMap(FrameworkStore.make, (f) => f.frameworkId))
+    const meta = yield* provideStore(Effect.flatMap(TypedStore.make(Meta, "service/"), (m) => m.get("meta")))
+    if (Option.isSome(meta) && meta.value.value.tornDown === true) return yield* new ServiceUninstalled({ service: spec.name })
+    const role = ServiceSpec.roleOf(spec)
+    const sessionLayer = SchedulerSession.layer({
+      ...options.session,
+      master: options.master,
+      framework: {
+        name: spec.name,
+        roles: [role],
+        ...(spec.principal === undefined ? {} : { principal: spec.principal }),
+        ...(spec.user === undefined ? {} : { user: spec.user }),
+        ...(Option.isSome(frameworkId) ? { frameworkId: frameworkId.value } : {})
+      }
+    })
+    const offersLayer = OfferManager.layer({
+      ...options.offers,
+      principal: ServiceSpec.principalOf(spec),
+      // Old reservations are released from offers nothing else wants, so offers must keep coming.
+      suppressWhenIdle: false,
+      onIdleOffers: releaser.onOffers
+    })
+    const storeLayer = Layer.succeed(StateStore.StateStore, store)
+    const serviceLayer = Layer.effect(ServiceScheduler, make({ ...options, spec }, releaser))
+    return SchedulerEvents.layerStart.pipe(
+      Layer.provideMerge(serviceLayer),
+      Layer.provideMerge(TaskLifecycle.layer(options.lifecycle)),
+      Layer.provideMerge(offersLayer),
+      Layer.provideMerge(SchedulerEvents.layer),
+      Layer.provideMerge(sessionLayer),
+      Layer.provideMerge(storeLayer)
+    )
+  }))
