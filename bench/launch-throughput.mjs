@@ -95,7 +95,8 @@ const runOnce = (n, filters) =>
   Effect.gen(function*() {
     const problems = []
     const heapBeforeMB = heapMB()
-    const cluster = yield* TestCluster.make({ agents: AGENTS, agentResources: AGENT_RESOURCES })
+    // No fault proxy (on by default): the figure is the cluster's, not the proxy's extra hop.
+    const cluster = yield* TestCluster.make({ agents: AGENTS, agentResources: AGENT_RESOURCES, proxy: false })
 
     const waiting = Array.from({ length: n }, (_, i) => taskInfo(`true-${n}-${i}`))
     const ids = waiting.map((t) => t.taskId)

@@ -23,6 +23,10 @@ const agents = arg("agents", 10_000)
 const tasks = arg("tasks", 100_000)
 const simulators = arg("simulators", 4)
 const lease = arg("leader-lease", 5)
+// `--profile DIR`: the standby (the new leader) and the simulators write V8 CPU profiles there
+// (named by pid) when the bench ends.
+const profileIndex = process.argv.indexOf("--profile")
+const profileDir = profileIndex < 0 ? undefined : path.resolve(process.argv[profileIndex + 1])
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "berth-scale-"))
 const children = []
@@ -37,12 +41,19 @@ const cleanup = () => {
   fs.rmSync(dir, { recursive: true, force: true })
 }
 
-const daemon = (args, pattern) =>
+// MASTER_SCALE_NODE_FLAGS: extra node flags for every berth process (diagnosis, e.g. `--require`).
+const extraFlags = (process.env.MASTER_SCALE_NODE_FLAGS ?? "").split(" ").filter((a) => a !== "")
+const daemon = (args, pattern, nodeFlags = []) =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--max-old-space-size=4096", berth, ...args], { stdio: ["ignore", "pipe", "inherit"] })
+    const child = spawn(process.execPath, ["--max-old-space-size=4096", ...extraFlags, ...nodeFlags, berth, ...args], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
     children.push(child)
     let buffered = ""
     child.stdout.on("data", (chunk) => {
+      // Leadership changes (and how many agents a standby held) go to stderr with the timings.
+      if (args[0] === "master" && /leading|held|leadership/.test(chunk)) process.stderr.write(chunk)
+      if (buffered.length > 65536) return
       buffered += chunk
       const match = pattern.exec(buffered)
       if (match !== null) resolve({ child, match })
@@ -64,13 +75,14 @@ const main = async () => {
   const state = `sqlite:${path.join(dir, "registry.db")}`
   const masterArgs = ["--port", "0", "--state", state, "--leader-lease", String(lease), "--agent-ping-interval", "15"]
   const leader = await daemon(["master", ...masterArgs], /listening on (\S+)/)
-  const standby = await daemon(["master", ...masterArgs], /listening on (\S+)/)
+  const profile = profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", profileDir]
+  const standby = await daemon(["master", ...masterArgs], /listening on (\S+)/, profile)
   const masters = `${leader.match[1]},${standby.match[1]}`
   log("masters", masters)
   const per = Math.ceil(agents / simulators)
   await Promise.all(Array.from({ length: simulators }, (_, i) =>
     daemon(["simulate", "--masters", masters, "--agents", String(Math.min(per, agents - i * per)), "--hostname-prefix", `sim${i}`,
-      "--resources", "cpus:64;mem:262144;disk:1000000"], /agents registered/)))
+      "--resources", "cpus:64;mem:262144;disk:1000000"], /agents registered/, profile)))
   log("agents registered")
 
   const need = [Resources.scalar("cpus", 0.01), Resources.scalar("mem", 8)]
@@ -119,12 +131,28 @@ const main = async () => {
   const killedAt = performance.now()
   leader.child.kill("SIGKILL")
   let count = 0
+  // Where the seconds go (stderr): when the standby first answers as leader, then its progress.
+  const timeline = []
   while ((count = await agentCount(standby.match[1])) < agents) {
     if (performance.now() - killedAt > 120_000) throw new Error(`only ${count} agents re-registered after 120 s`)
+    if (count >= 0 && (timeline.length === 0 || timeline.at(-1)[1] !== count)) {
+      timeline.push([Number(((performance.now() - killedAt) / 1000).toFixed(2)), count])
+    }
     await new Promise((r) => setTimeout(r, 100))
   }
   const failoverSeconds = (performance.now() - killedAt) / 1000
+  log("failover timeline [seconds after the kill, agents active]:", JSON.stringify(timeline))
   const standbyRss = rssBytes(standby.child.pid)
+  if (profileDir !== undefined) {
+    // A profile is written when the process exits cleanly.
+    await Promise.all(children.filter((c) => c.exitCode === null && c.signalCode === null).map((c) =>
+      new Promise((resolve) => {
+        c.once("exit", resolve)
+        c.kill("SIGTERM")
+      })
+    ))
+    log("CPU profile written to", profileDir)
+  }
   console.log(JSON.stringify({
     agents,
     tasks,

@@ -380,6 +380,15 @@ const crossCheck = (input: AppInput, ports: number): Array<{ path: string; error
     if (names.has(p.name)) out.push({ path: `/portDefinitions(${i})/name`, error: `port name "${p.name}" is used twice` })
     names.add(p.name)
   }
+  if (input.requirePorts === true) {
+    // Fixed host ports: one task holds each, so two definitions cannot ask for the same one.
+    const seen = new Set<number>()
+    for (const [i, p] of (input.portDefinitions ?? []).entries()) {
+      if (p.port === undefined || p.port === 0) continue
+      if (seen.has(p.port)) out.push({ path: `/portDefinitions(${i})/port`, error: `host port ${p.port} is required twice` })
+      seen.add(p.port)
+    }
+  }
   return out
 }
 

@@ -7,12 +7,14 @@
  */
 import { SchedulerSession } from "@berth/sdk-scheduler"
 import { Election, StateStore, type StoreError, Txn } from "@berth/storage"
-import { Context, type Duration, Effect, Fiber, Layer, Option, Schedule, Schema, type Scope, Semaphore, Stream } from "effect"
+import { Context, Deferred, type Duration, Effect, Fiber, Layer, Option, Schedule, Schema, type Scope, Semaphore, Stream } from "effect"
 import * as http from "node:http"
+import { promisify } from "node:util"
+import * as zlib from "node:zlib"
 import * as Prometheus from "prom-client"
 import * as api from "./internal/api.ts"
 import { Core, KEYS } from "./internal/core.ts"
-import { EventBus } from "./internal/events.ts"
+import { type BusEvent, EventBus, frameOf } from "./internal/events.ts"
 import { resolveUiAsset } from "./internal/ui/static.ts"
 
 /**
@@ -49,6 +51,12 @@ export interface Handle {
   readonly url: string
   readonly port: number
   readonly isLeader: () => boolean
+  /**
+   * Fails when this instance stopped for good: the master removed the framework (torn down,
+   * failed over to another scheduler, or its failover timeout expired). It never succeeds.
+   * The CLI waits on it and exits non-zero with the error's message.
+   */
+  readonly stopped: Effect.Effect<never, FrameworkGone>
 }
 
 /**
@@ -58,6 +66,29 @@ export interface Handle {
  * @category errors
  */
 export class ServeError extends Schema.TaggedError<ServeError>()("ServeError", { message: Schema.String }) {}
+
+/**
+ * The master removed the framework, so its id can never subscribe again. The instance stops
+ * scheduling (and stops campaigning) instead of retrying forever or silently registering a new
+ * framework: its apps would run twice, or their tasks would be orphaned. The message says what
+ * happened and what an operator can do.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class FrameworkGone extends Schema.TaggedError<FrameworkGone>()("FrameworkGone", {
+  frameworkId: Schema.String,
+  reason: Schema.String,
+  store: Schema.String
+}) {
+  override get message(): string {
+    return `the master removed framework ${this.frameworkId} (${this.reason}). A removed framework id can never subscribe ` +
+      `again, so marathon-like stops instead of retrying. Unless another scheduler took the framework over, the master has ` +
+      `killed its tasks; the app definitions ` +
+      `are still in the store (${this.store}). To start over as a new framework with the same apps, delete the stored ` +
+      `framework id (\`marathon-like forget-framework --state ${this.store}\`) and start marathon-like again.`
+  }
+}
 
 const LEADER_KEY = "leader"
 const VERSION = "0.1.0"
@@ -99,6 +130,8 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
     bus.startAfter(now() * 1000)
     let leading: Leading | undefined
     let frameworkId: string | undefined
+    let gone: FrameworkGone | undefined
+    const stopped = yield* Deferred.make<never, FrameworkGone>()
 
     // ---------------------------------------------------------------------------------- metrics
     const registry = new Prometheus.Registry()
@@ -156,6 +189,7 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
         res.end(asset.value.body)
         return
       }
+      if (gone !== undefined && path.startsWith("/v2/")) return send(res, 503, { message: gone.message })
       const mine = leading
       // The leader answers by itself; only followers (and /v2/leader) read the election key.
       const leaderUrl = mine !== undefined ? self : await Effect.runPromise(currentLeader)
@@ -219,8 +253,20 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
         res.end()
         return
       }
-      if (response.raw !== undefined) sendRaw(res, response.status, response.raw, response.headers)
-      else send(res, response.status, response.body, response.headers)
+      if (response.raw !== undefined) {
+        const etag = response.headers?.ETag
+        if (etag !== undefined && response.status === 200 && ifNoneMatch(req.headers["if-none-match"], etag)) {
+          res.writeHead(304, { ETag: etag })
+          res.end()
+          return
+        }
+        if (typeof response.raw !== "string" && response.raw.length >= GZIP_MIN_BYTES && acceptsGzip(req.headers["accept-encoding"])) {
+          // Compressed once per cached answer (in the thread pool, not on the event loop).
+          const zipped = await gzipOnce(response.raw)
+          return sendRaw(res, response.status, zipped, { ...response.headers, "Content-Encoding": "gzip", Vary: "Accept-Encoding" })
+        }
+        sendRaw(res, response.status, response.raw, response.headers)
+      } else send(res, response.status, response.body, response.headers)
     }
 
     const events = (req: http.IncomingMessage, res: http.ServerResponse, query: URLSearchParams) => {
@@ -229,8 +275,24 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
       const types = new Set(query.getAll("event_type"))
       const wanted = (t: string) => types.size === 0 || types.has(t)
       res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" })
-      const write = (e: { id: number; eventType: string; data: unknown }) => {
-        if (wanted(e.eventType)) res.write(`id: ${e.id}\nevent: ${e.eventType}\ndata: ${JSON.stringify(e.data)}\n\n`)
+      // Frames published in one burst (a batch of status updates) go out in one socket write,
+      // after the burst, instead of one write each in the middle of the scheduler's work.
+      let pending: Array<string> = []
+      let flushing = false
+      const flush = () => {
+        flushing = false
+        if (pending.length === 0 || res.destroyed) return
+        const text = pending.join("")
+        pending = []
+        res.write(text)
+      }
+      const write = (e: BusEvent) => {
+        if (!wanted(e.eventType)) return
+        pending.push(frameOf(e))
+        if (!flushing) {
+          flushing = true
+          setImmediate(flush)
+        }
       }
       const last = Number(req.headers["last-event-id"] ?? query.get("lastEventId") ?? NaN)
       if (Number.isFinite(last)) for (const e of bus.since(last)) write(e)
@@ -323,7 +385,15 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
       }))
       yield* Effect.raceAll([
         leadership.lost.pipe(Effect.andThen(Effect.logWarning("marathon-like: leadership lost"))),
-        loop.pipe(Effect.catchCause((cause) => Effect.logError("marathon-like: the scheduler session ended", cause))),
+        loop.pipe(
+          Effect.catchTag("FrameworkRemoved", (e) =>
+            Effect.gen(function*() {
+              gone = new FrameworkGone({ frameworkId: e.frameworkId || frameworkId || storedId || "(unknown)", reason: e.message, store: storeUrl.replace(/\?.*$/, "") })
+              yield* Effect.logError(`marathon-like: ${gone.message}`)
+              yield* Deferred.fail(stopped, gone)
+            })),
+          Effect.catchCause((cause) => Effect.logError("marathon-like: the scheduler session ended", cause))
+        ),
         ticker.pipe(Effect.asVoid),
         Fiber.join(stop)
       ])
@@ -333,14 +403,50 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
       Effect.provideService(StateStore.StateStore, store),
       Effect.catchCause((cause) => Effect.logError("marathon-like: leading failed", cause)),
       Effect.andThen(Effect.sleep("500 millis")),
-      Effect.forever,
+      // Once the framework is gone there is nothing to lead: stop campaigning (the scope that
+      // held the election key is closed, so another instance may try, and will stop the same way).
+      Effect.repeat({ while: () => gone === undefined }),
       Effect.forkScoped
     )
 
-    return { url: self, port, isLeader: () => leading !== undefined }
+    return { url: self, port, isLeader: () => leading !== undefined, stopped: Deferred.await(stopped) }
+  })
+
+/**
+ * Deletes the stored framework id, so the next leader subscribes as a new framework (after the
+ * master removed the old one: see {@link FrameworkGone}). Apps, versions and instances stay.
+ * Answers whether there was an id to delete.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const forgetFramework = (storeUrl: string): Effect.Effect<boolean, StoreError.StoreError | StoreError.InvalidStoreUrl | StoreError.VersionConflict, Scope.Scope> =>
+  Effect.gen(function*() {
+    const store = yield* StateStore.make(Layer.provide(StateStore.layerNamespace("marathon-like/"), StateStore.layerFromUrl(storeUrl)))
+    return yield* store.delete(KEYS.frameworkId)
   })
 
 // ---------------------------------------------------------------------------------------- helpers
+
+const GZIP_MIN_BYTES = 16 * 1024
+const gzipAsync = promisify(zlib.gzip)
+/** The gzip form of a cached answer, made once; dropped with the answer (weakly held). */
+const zipped = new WeakMap<Buffer, Promise<Buffer>>()
+const gzipOnce = (raw: Buffer): Promise<Buffer> => {
+  let z = zipped.get(raw)
+  if (z === undefined) zipped.set(raw, (z = gzipAsync(raw, { level: 1 })))
+  return z
+}
+
+const acceptsGzip = (header: string | undefined): boolean =>
+  header !== undefined && header.split(",").some((token) => {
+    const [coding, ...params] = token.split(";").map((p) => p.trim().toLowerCase())
+    const q = params.find((p) => p.startsWith("q="))
+    return coding === "gzip" && (q === undefined || Number(q.slice(2)) > 0)
+  })
+
+const ifNoneMatch = (header: string | undefined, etag: string): boolean =>
+  header !== undefined && (header.trim() === "*" || header.split(",").some((t) => t.trim().replace(/^W\//, "") === etag))
 
 const send = (res: http.ServerResponse, status: number, body: unknown, headers?: Record<string, string>) =>
   sendRaw(res, status, JSON.stringify(body), headers)

@@ -111,3 +111,28 @@ describe("Core", () => {
       expect(calls.at(-1)).toEqual({ call: "decline", arg: ["spare"] })
     }))
 })
+
+describe("Core launch slices", () => {
+  it.effect("matches a big launch in slices of 200, each on offers no earlier slice used", () =>
+    Effect.gen(function*() {
+      const { core, app, calls } = yield* setup
+      yield* core.deploy("/big", app({ id: "/big", cmd: "x", cpus: 0.01, mem: 1, instances: 450, portDefinitions: [] }), "StartApplication", false)
+      yield* core.converge
+      expect(core.wanted.get("/big")).toBe(450)
+      const big = (n: number) => v1.Offer.create({ offerId: `big-${n}`, agentId: `a${n}`, hostname: `h${n}`, resources: [Resources.scalar("cpus", 64), Resources.scalar("mem", 65536)] })
+      yield* core.handleOffers([big(1), big(2), big(3), big(4)])
+      const accepts = calls.filter((c) => c.call === "accept").map((c) => c.arg as { offerIds: Array<string>; operations: Array<v1.Operation> })
+      // Bin-packing would put all 450 on one offer; slices spread them 200 / 200 / 50.
+      expect(accepts.map((a) => a.offerIds[0])).toEqual(["big-1", "big-2", "big-3"])
+      expect(accepts.map((a) => a.operations.filter((o) => o.kind?.$case === "launch").length)).toEqual([200, 200, 50])
+      expect(core.instances.size).toBe(450)
+      expect(core.wanted.get("/big")).toBe(0)
+      expect(calls.filter((c) => c.call === "decline").map((c) => c.arg)).toEqual([["big-4"]])
+      // One offer: the first slice takes it; the rest wait for the next offers.
+      yield* core.deploy("/more", app({ id: "/more", cmd: "x", cpus: 0.01, mem: 1, instances: 300, portDefinitions: [] }), "StartApplication", false)
+      yield* core.converge
+      yield* core.handleOffers([big(5)])
+      expect(core.instancesOf("/more")).toHaveLength(200)
+      expect(core.wanted.get("/more")).toBe(100)
+    }))
+})

@@ -1,8 +1,8 @@
 // kv-store: a stateful service in a few lines. Three pods, one per host, each with a persistent
 // volume its server writes to; a readiness check gates rolling updates. Everything else
 // (reservations, volumes, restarts in place, replacement, rolling updates, uninstall) is the
-// SDK's service runtime.
-import { ServiceScheduler, ServiceSpec } from "@berth/sdk-scheduler"
+// SDK's service runtime, operated through the SDK's HTTP API (/v1/plans, /v1/pods, /metrics...).
+import { OperatorHttp, ServiceScheduler, ServiceSpec } from "@berth/sdk-scheduler"
 import { StateStore } from "@berth/storage"
 import { Layer } from "effect"
 
@@ -40,6 +40,8 @@ export interface Options {
   readonly version?: string | undefined
   /** Replace a pod that keeps failing for this long (default: always restart in place). */
   readonly replaceAfterMs?: number | undefined
+  /** The operator API's port (default 0: any free port). */
+  readonly httpPort?: number | undefined
 }
 
 /** The spec with an instance count and a version (a new version is a config change: a rolling update). */
@@ -48,12 +50,13 @@ export const spec = (options: { readonly count?: number | undefined; readonly ve
     specYaml.replace("count: 3", `count: ${options.count ?? 3}`).replace('VERSION: "1"', `VERSION: "${options.version ?? "1"}"`)
   )
 
-/** The whole scheduler: session, offers, task lifecycle and the service runtime, on SQLite. */
-export const layer = (options: Options): Layer.Layer<ServiceScheduler.ServiceScheduler, ServiceScheduler.StackError> =>
-  ServiceScheduler.layerStack({
-    spec: spec(options),
-    master: options.master,
-    failurePolicy: { permanentAfterMs: options.replaceAfterMs }
-  }).pipe(
+/** The whole scheduler (session, offers, task lifecycle, service runtime) on SQLite, with its operator API. */
+export const layer = (options: Options) =>
+  OperatorHttp.layer({ port: options.httpPort }).pipe(
+    Layer.provideMerge(ServiceScheduler.layerStack({
+      spec: spec(options),
+      master: options.master,
+      failurePolicy: { permanentAfterMs: options.replaceAfterMs }
+    })),
     Layer.provide(StateStore.layerSqlite({ path: options.state }))
   )

@@ -1,7 +1,7 @@
-// Runs kv-store against a cluster: `node dist/main.js --master 127.0.0.1:5050 --state kv.db`.
-// It deploys (or resumes) the service and prints every plan's status as it changes.
+// Runs kv-store against a cluster: `node dist/main.js --master 127.0.0.1:5050 --state kv.db [--http 8080]`.
+// It deploys (or resumes) the service, serves the operator API and prints every plan's status as it changes.
 import { NodeRuntime } from "@effect/platform-node"
-import { ServiceScheduler } from "@berth/sdk-scheduler"
+import { OperatorHttp, ServiceScheduler } from "@berth/sdk-scheduler"
 import { Effect, Schedule } from "effect"
 import { parseArgs } from "node:util"
 import * as KvStore from "./kvStore.ts"
@@ -11,7 +11,8 @@ const { values } = parseArgs({
     master: { type: "string", default: "127.0.0.1:5050" },
     state: { type: "string", default: "kv-store.db" },
     count: { type: "string", default: "3" },
-    version: { type: "string", default: "1" }
+    version: { type: "string", default: "1" },
+    http: { type: "string", default: "0" }
   }
 })
 
@@ -23,8 +24,9 @@ const report = Effect.gen(function*() {
 })
 
 Effect.gen(function*() {
+  console.log(`operator API on ${(yield* OperatorHttp.OperatorHttp).url}`)
   yield* report.pipe(Effect.repeat(Schedule.spaced("500 millis")))
 }).pipe(
-  Effect.provide(KvStore.layer({ master: values.master, state: values.state, count: Number(values.count), version: values.version })),
+  Effect.provide(KvStore.layer({ master: values.master, state: values.state, count: Number(values.count), version: values.version, httpPort: Number(values.http) })),
   NodeRuntime.runMain
 )

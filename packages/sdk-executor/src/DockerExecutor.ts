@@ -293,8 +293,9 @@ export const run: (options: RunOptions) => Effect.Effect<void, never, ExecutorSe
 
 /**
  * Removes every container (running or not) that the Docker executor made for one executor of a
- * framework, found by their labels; for an agent that starts clean instead of re-attaching
- * (`berth agent --recover=cleanup`).
+ * framework, or for a whole framework or agent, found by their labels (at least one must be
+ * given); for an agent that starts clean instead of re-attaching (`berth agent --recover=cleanup`),
+ * or a test cluster removing what its agents left.
  *
  * @example
  * ```ts
@@ -307,15 +308,17 @@ export const run: (options: RunOptions) => Effect.Effect<void, never, ExecutorSe
  * @category containers
  */
 export const removeContainers = (
-  of: { readonly frameworkId: string; readonly executorId: string; readonly agentId?: string | undefined },
+  of: { readonly frameworkId?: string | undefined; readonly executorId?: string | undefined; readonly agentId?: string | undefined },
   docker?: Connection
 ): Effect.Effect<void, DockerEngineError> =>
   Effect.gen(function*() {
     const connected = yield* engine.connect(docker)
-    const ids = yield* connected.list({
-      [task.labelKeys.frameworkId]: of.frameworkId,
-      [task.labelKeys.executorId]: of.executorId,
-      ...(of.agentId === undefined ? {} : { [task.labelKeys.agentId]: of.agentId })
-    })
+    const labels: Record<string, string> = {}
+    if (of.frameworkId !== undefined) labels[task.labelKeys.frameworkId] = of.frameworkId
+    if (of.executorId !== undefined) labels[task.labelKeys.executorId] = of.executorId
+    if (of.agentId !== undefined) labels[task.labelKeys.agentId] = of.agentId
+    // Never everything: at least one of the three narrows the list to Berth's own containers.
+    if (Object.keys(labels).length === 0) return
+    const ids = yield* connected.list(labels)
     yield* Effect.forEach(ids, (id) => connected.remove(id), { discard: true })
   })

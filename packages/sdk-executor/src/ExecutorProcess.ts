@@ -8,9 +8,10 @@
  */
 import type { v1 } from "@berth/proto"
 import { type Duration, Effect } from "effect"
-import type { LaunchError } from "./ExecutorError.ts"
+import type { FetchError, LaunchError } from "./ExecutorError.ts"
+import * as fetcher from "./internal/fetcher.ts"
 import * as processes from "./internal/process.ts"
-import type { TaskProcess } from "./CommandExecutor.ts"
+import type { FetcherOptions, TaskProcess } from "./CommandExecutor.ts"
 
 /**
  * How a process ended: an exit `code` or a `signal`, or neither when nobody could tell (its group
@@ -153,3 +154,33 @@ export const find: (exitStatusFile: string) => TaskProcess | undefined = process
  * @category processes
  */
 export const describe: (termination: Termination) => string = processes.describeTermination
+
+/**
+ * Fetches an executor's artifacts (its `command.uris`) into its sandbox before the program
+ * starts, with the fetcher command tasks use: `file://`, `http(s)://`, the fetcher cache,
+ * `sha256:` checksums, archive extraction and the executable bit. Stops at the first failure.
+ *
+ * @example
+ * ```ts
+ * import { ExecutorProcess } from "@berth/sdk-executor"
+ *
+ * ExecutorProcess.fetchArtifacts("/var/lib/berth/.../runs/r1", executor.command!.uris, { cacheDir: "/var/lib/berth/cache" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fetchArtifacts = (
+  sandbox: string,
+  uris: ReadonlyArray<v1.CommandUri>,
+  options?: FetcherOptions
+): Effect.Effect<void, FetchError> => fetcher.fetchAll(sandbox, uris, fetcher.resolveConfig(options))
+
+/**
+ * Why `uri` (`command.uris[index]`) cannot be fetched, naming the field (relative to the command)
+ * and the rule; undefined when it can.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const artifactProblem: (uri: v1.CommandUri, index: number) => string | undefined = fetcher.uriProblem

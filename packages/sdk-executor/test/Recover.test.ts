@@ -175,8 +175,12 @@ describe("CommandExecutor checkpoint and recover", () => {
       expect(never.statuses[0]!.reason).toBe(Reason.EXECUTOR_TERMINATED)
 
       // Ignores SIGTERM: the recovered kill must get to SIGKILL after the grace period.
-      const task = shellTask("killing-1", "trap '' TERM; sleep 60", { killPolicy: { gracePeriodSeconds: 0.2 } })
+      const task = shellTask("killing-1", "trap '' TERM; touch trapped; sleep 60", { killPolicy: { gracePeriodSeconds: 0.2 } })
       const first = yield* startCheckpointed(task, groups)
+      // Only once the trap is set does SIGTERM go unheard (before it, SIGTERM would end the shell).
+      const trapped = path.join(first.executor.sandbox, "trapped")
+      for (let i = 0; i < 200 && !fs.existsSync(trapped); i++) yield* Effect.sleep("25 millis")
+      expect(fs.existsSync(trapped)).toBe(true)
       yield* Fiber.interrupt(first.executor.fiber)
       const second = yield* startExecutor({
         sandbox: first.executor.sandbox,

@@ -7,7 +7,8 @@
  * `volumes`, `constraints`); the first stage that refuses it is recorded with its reason. Of the
  * offers that pass, the fittest wins (bin-pack or spread, plus soft preferences; the first
  * offer wins a tie). Requirements are placed in order and share offers: resources are consumed
- * and constraints counted as each is placed.
+ * and constraints counted as each is placed. The `ports` stage checks fixed ports
+ * (`resources.fixedPorts`: exactly these numbers) before counting free ports for the named ones.
  *
  * @example
  * ```ts
@@ -142,7 +143,7 @@ export interface Placed {
   readonly agentId: string
   readonly hostname: string
   readonly operations: ReadonlyArray<v1.Operation>
-  /** The port assigned to each named port. */
+  /** The port assigned to each named port (fixed ports included, under their names). */
   readonly ports: Readonly<Record<string, number>>
   /** Whether the operations make the reservation (RESERVE), rather than reuse one. */
   readonly reserved: boolean
@@ -213,6 +214,7 @@ const prepare = (input: Requirement | Request, index: number): Prepared => {
     disk: r.resources.disk ?? 0,
     gpus: r.resources.gpus ?? 0,
     ports: r.resources.ports ?? [],
+    fixedPorts: Object.entries(r.resources.fixedPorts ?? {}).sort(([, a], [, b]) => a - b),
     labels,
     labelsText: labels === undefined ? "" : labels.map(([k, v]) => `${k}=${v}`).join(","),
     existingReservation: r.reservation?.existing === true,

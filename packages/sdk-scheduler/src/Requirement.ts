@@ -151,8 +151,23 @@ export const Volume = Schema.Struct({
 /** @since 0.1.0 @category volumes */
 export type Volume = typeof Volume.Type
 
+const PortNumber = Schema.Int.check(
+  Schema.isGreaterThanOrEqualTo(1, { message: "must be a port number from 1 to 65535" }),
+  Schema.isLessThanOrEqualTo(65535, { message: "must be a port number from 1 to 65535" })
+)
+
 /**
  * Scalar resources in Mesos units (cpus, MB) and named ports taken from the offer's port ranges.
+ * `ports` names ports whose numbers the offer chooses (the lowest free ones); `fixedPorts` names
+ * ports that must be exactly the given numbers (Marathon's `requirePorts`, a fixed Docker
+ * `hostPort`): only an offer holding every one of them fits.
+ *
+ * @example
+ * ```ts
+ * import { Requirement } from "@berth/sdk-scheduler"
+ * // "http" is any free port, "metrics" must be 9102
+ * Requirement.decodeSync({ id: "web-0", resources: { cpus: 1, mem: 128, ports: ["http"], fixedPorts: { metrics: 9102 } } })
+ * ```
  *
  * @since 0.1.0
  * @category resources
@@ -173,8 +188,31 @@ export const Resources = Schema.Struct({
         return undefined
       })
     )
+  ),
+  fixedPorts: Schema.optional(
+    Schema.Record(Schema.String, PortNumber).check(
+      Schema.makeFilter((fixed) => {
+        const seen = new Map<number, string>()
+        for (const [name, port] of Object.entries(fixed)) {
+          if (!PORT_NAME.test(name)) return { path: [name], issue: `port names must match ${PORT_NAME.source}` }
+          const other = seen.get(port)
+          if (other !== undefined) return { path: [name], issue: `port ${port} is also asked for as "${other}"` }
+          seen.set(port, name)
+        }
+        return undefined
+      })
+    )
   )
-})
+}).check(
+  Schema.makeFilter((r) => {
+    for (const name of r.ports ?? []) {
+      if (r.fixedPorts !== undefined && Object.hasOwn(r.fixedPorts, name)) {
+        return { path: ["fixedPorts", name], issue: `"${name}" is also listed in ports: a port is either fixed or chosen from the offer` }
+      }
+    }
+    return undefined
+  })
+)
 /** @since 0.1.0 @category resources */
 export type Resources = typeof Resources.Type
 

@@ -31,10 +31,10 @@
  *
  * @since 0.1.0
  */
-import { ConfigStore, FrameworkStore, PlanStore, StateStore, TypedStore } from "@berth/storage"
+import { ConfigStore, Election, FrameworkStore, PlanStore, StateStore, TypedStore } from "@berth/storage"
 import type { StoreError } from "@berth/storage"
-import type { Scope } from "effect"
-import { Clock, Context, Duration, Effect, Layer, Option, Queue, Schema, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Layer, Option, Queue, Schema, Scope, Stream } from "effect"
+import { hostname } from "node:os"
 import { createHash } from "node:crypto"
 import * as OfferManager from "./OfferManager.ts"
 import * as Plan from "./Plan.ts"
@@ -182,6 +182,27 @@ export interface Service {
   readonly whyNot: (instance: string) => Effect.Effect<Option.Option<OfferManager.WhyNotRecord>>
   /** What is still to be released (old reservations and volumes), per agent. */
   readonly pendingRelease: Effect.Effect<ReadonlyArray<{ readonly instance: string; readonly agentId: string }>>
+  /** The framework id, the target configuration and whether an uninstall is under way (`/v1/state`). */
+  readonly state: Effect.Effect<ServiceState, StoreError.StoreError>
+  /** The offer manager's state: queued offers, holds, counters, a why-not record per pending launch. */
+  readonly offers: Effect.Effect<OfferManager.Snapshot>
+}
+
+/**
+ * What the runtime stores about the service as a whole.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServiceState {
+  readonly service: string
+  /** None before the first registration. */
+  readonly frameworkId?: string | undefined
+  /** The target configuration: its id (a hash of the spec) and the spec itself, encoded. */
+  readonly targetConfigId: string
+  readonly spec: ServiceSpec.Encoded
+  readonly uninstalling: boolean
+  readonly tornDown: boolean
 }
 
 /**
@@ -204,6 +225,9 @@ export interface Options {
   /** How often the plans are re-evaluated besides on every task change. Default 250 ms. */
   readonly tickInterval?: Duration.Input | undefined
 }
+
+/** How many instances one plan evaluation works on at once. */
+const TICK_CONCURRENCY = 128
 
 const ONE_RUNNING = "this scheduler runs at most one RUNNING task per pod instance; split the pod"
 
@@ -345,8 +369,30 @@ const make = (
     /** FINISH and ONCE tasks run once per configuration and generation: a fresh requirement id each. */
     const initId = (r: InstanceRecord, task: string, fingerprint: string) => `${r.instance}-${task}-g${r.generation}-${fingerprint.slice(0, 8)}`
 
-    const ofInstance = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, instance: string) =>
-      all.filter((t) => t.requirementId === instance || t.requirementId.startsWith(`${instance}-`))
+    /**
+     * An instance's tasks: its main requirement (`kv-0`) and its init tasks (`kv-0-<task>-...`).
+     * Indexed once per task snapshot (by the id and each of its `-` prefixes), since every
+     * evaluation asks for every instance: a scan per instance is quadratic at a thousand pods.
+     */
+    const instanceIndex = new WeakMap<ReadonlyArray<TaskLifecycle.TaskRecord>, Map<string, Array<TaskLifecycle.TaskRecord>>>()
+    const ofInstance = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, instance: string): ReadonlyArray<TaskLifecycle.TaskRecord> => {
+      let index = instanceIndex.get(all)
+      if (index === undefined) {
+        index = new Map()
+        const add = (key: string, t: TaskLifecycle.TaskRecord) => {
+          const list = index!.get(key)
+          if (list === undefined) index!.set(key, [t])
+          else list.push(t)
+        }
+        for (const t of all) {
+          const id = t.requirementId
+          add(id, t)
+          for (let i = id.indexOf("-"); i > 0; i = id.indexOf("-", i + 1)) add(id.slice(0, i), t)
+        }
+        instanceIndex.set(all, index)
+      }
+      return index.get(instance) ?? []
+    }
 
     const newRecord = (instance: string, pod: string, index: number, now: number): InstanceRecord => ({
       instance, pod, index, generation: 0, generationSince: now, placed: false, onceDone: []
@@ -642,8 +688,9 @@ const make = (
       }
       const recordsMut = new Map(records)
 
-      // What the lifecycle learnt: reservations made, failures to recover, stable instances.
-      for (const r0 of records.values()) {
+      // What the lifecycle learnt: reservations made, failures to recover, stable instances. Each
+      // instance on its own, concurrently: their writes then share the store's group commits.
+      yield* Effect.forEach(records.values(), (r0) => Effect.gen(function*() {
         let r = r0
         let changed = false
         const mine = ofInstance(all, r.instance)
@@ -698,7 +745,7 @@ const make = (
           yield* saveRecord(r)
           recordsMut.set(r.instance, r)
         }
-      }
+      }), { concurrency: TICK_CONCURRENCY, discard: true })
 
       const fresh = yield* currentPlans
       const ordered = m.uninstalling ? fresh.plans : [
@@ -708,6 +755,7 @@ const make = (
         ),
         ...fresh.plans.slice(2)
       ]
+      let newWork = false
       // Plans run side by side, but an instance belongs to one plan at a time: the first (in the
       // order deploy, recovery, decommission, custom) that has a step for it under way or ready.
       const claimed = new Set<string>()
@@ -719,22 +767,36 @@ const make = (
             if (s.instance !== undefined && (s.stored === "PREPARED" || s.stored === "STARTING" || s.stored === "STARTED")) mine.add(s.instance)
           }
         }
+        // The candidates of one instance in plan order; different instances concurrently (their
+        // writes then share the store's group commits: a 1,000-pod deploy is not 1,000 fsyncs a step).
+        const storedOf = new Map(view.phases.flatMap((p) => p.steps.map((st) => [`${p.name}/${st.name}`, st.stored] as const)))
+        const groups = new Map<string, Array<{ readonly phase: string; readonly step: Plan.Step; readonly stored: PlanStore.StepStatus }>>()
         for (const c of view.candidates) {
           const step = Plan.findStep(plan, c.phase, c.step)!
-          const stored = view.phases.find((p) => p.name === c.phase)!.steps.find((s) => s.name === c.step)!.stored
           if (step.instance !== undefined) {
             if (claimed.has(step.instance)) continue
             mine.add(step.instance)
           }
-          const status = yield* progress(plan, step, spec, configId, recordsMut, all, now)
-          if (status !== stored) {
-            yield* planStore.setStepStatus(plan.name, c.phase, c.step, status)
-            // New work: agents declined while the service was idle sit behind a long filter.
-            if (status === "PREPARED") yield* session.revive().pipe(Effect.ignore)
-          }
+          const key = step.instance ?? `${c.phase}/${c.step}`
+          const group = groups.get(key)
+          const entry = { phase: c.phase, step, stored: storedOf.get(`${c.phase}/${c.step}`)! }
+          if (group === undefined) groups.set(key, [entry])
+          else group.push(entry)
         }
+        yield* Effect.forEach(groups.values(), (group) =>
+          Effect.forEach(group, ({ phase, step, stored }) =>
+            Effect.gen(function*() {
+              const status = yield* progress(plan, step, spec, configId, recordsMut, all, now)
+              if (status !== stored) {
+                yield* planStore.setStepStatus(plan.name, phase, step.name, status)
+                if (status === "PREPARED") newWork = true
+              }
+            }), { discard: true }), { concurrency: TICK_CONCURRENCY, discard: true })
         for (const i of mine) claimed.add(i)
       }
+      // New work: agents declined while the service was idle sit behind a long filter. One
+      // Revive per evaluation, not per step: each one makes the master re-offer every agent.
+      if (newWork) yield* session.revive().pipe(Effect.ignore)
     })
 
     const runTick = tick.pipe(
@@ -880,7 +942,21 @@ const make = (
           }
         }),
       whyNot: (instance) => offers.whyNot(instance),
-      pendingRelease: Effect.map(releaser.pending, (gs) => gs.map((g) => ({ instance: g.instance, agentId: g.agentId })))
+      pendingRelease: Effect.map(releaser.pending, (gs) => gs.map((g) => ({ instance: g.instance, agentId: g.agentId }))),
+      state: Effect.gen(function*() {
+        const t = yield* target
+        const m = yield* meta
+        const frameworkId = yield* frameworks.frameworkId
+        return {
+          service: t.spec.name,
+          frameworkId: Option.getOrUndefined(frameworkId),
+          targetConfigId: t.id,
+          spec: Schema.encodeSync(ServiceSpec.ServiceSpec)(t.spec),
+          uninstalling: m.uninstalling,
+          tornDown: m.tornDown === true
+        }
+      }),
+      offers: offers.snapshot
     }
     return service
   })
@@ -983,4 +1059,95 @@ export const layerStack = (options: StackOptions): Layer.Layer<ServiceScheduler,
       Layer.provideMerge(sessionLayer),
       Layer.provideMerge(storeLayer)
     )
+  }))
+
+// ---------------------------------------------------------------------------------------------
+// High availability
+
+/**
+ * This replica's leadership of the service, provided by {@link layerHa} once it leads.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class Leadership extends Context.Service<Leadership, {
+  /** What this replica published as its identity in the leader key. */
+  readonly identity: string
+  /** The leader key in the (un-namespaced) store. */
+  readonly key: string
+  /**
+   * Completes when leadership is lost (the lease lapsed, the key was deleted). By then this
+   * replica's stack is already stopped; a program should exit, and its supervisor start it again
+   * as a standby.
+   */
+  readonly lost: Effect.Effect<void>
+}>()("@berth/sdk-scheduler/ServiceScheduler/Leadership") {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface HaOptions extends StackOptions {
+  /** Published in the leader key (default `hostname:pid`). */
+  readonly identity?: string | undefined
+  /**
+   * How long the leader's lease lives without renewal (default 10 s): a leader that dies is
+   * replaced after at most this long; one that is stopped hands over at once.
+   */
+  readonly leaseTtl?: Duration.Input | undefined
+}
+
+/** The key replicas of a service campaign on. */
+export const leaderKey = (service: string): string => `services/${encodeURIComponent(service)}/ha/leader`
+
+/**
+ * {@link layerStack} for several replicas of one scheduler sharing a state store (one SQLite file
+ * on a shared disk, or etcd): each replica campaigns on the service's leader key, and only the
+ * leader builds the stack (session, offers, lifecycle, runtime). A standby waits in the campaign;
+ * when the leader stops (its scope closes: it resigns) or dies (its lease lapses), a standby
+ * wins, fails the framework over with the stored framework id, reconciles, and resumes every plan
+ * from storage: the same framework, the same tasks, no duplicate launch.
+ *
+ * The layer finishes building only once this replica leads. A replica that loses leadership
+ * stops its stack at once (it must not make decisions a new leader also makes), then
+ * {@link Leadership}'s `lost` completes.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { ServiceScheduler } from "@berth/sdk-scheduler"
+ * import { StateStore } from "@berth/storage"
+ *
+ * const Live = ServiceScheduler.layerHa({ spec, master: "127.0.0.1:5050", leaseTtl: "5 seconds" }).pipe(
+ *   Layer.provide(StateStore.layerSqlite({ path: "/shared/kv-store.db" }))
+ * )
+ * const program = Effect.gen(function*() {
+ *   const leadership = yield* ServiceScheduler.Leadership
+ *   yield* leadership.lost // serve until leadership ends, then exit
+ * }).pipe(Effect.provide(Live))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerHa = (
+  options: HaOptions
+): Layer.Layer<ServiceScheduler | Leadership, StackError | StoreError.StoreError | StoreError.LeaseExpired, StateStore.StateStore> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const spec = yield* decodeSpec(options.spec)
+    const key = leaderKey(spec.name)
+    const identity = options.identity ?? `${hostname()}:${process.pid}`
+    const leadership = yield* Election.campaign(key, new TextEncoder().encode(identity), { ttl: options.leaseTtl ?? "10 seconds" })
+    yield* Effect.logInfo(`service ${spec.name}: ${identity} leads`)
+    // The stack lives in a child scope, closed as soon as leadership is lost (before the
+    // leadership's own finalizer resigns when the outer scope closes normally).
+    const outer = yield* Scope.Scope
+    const stackScope = yield* Scope.fork(outer)
+    const context = yield* Layer.buildWithScope(layerStack({ ...options, spec }), stackScope)
+    yield* leadership.lost.pipe(
+      Effect.andThen(Effect.logError(`service ${spec.name}: ${identity} lost leadership; stopping its scheduler`)),
+      Effect.andThen(Scope.close(stackScope, Exit.void)),
+      Effect.forkIn(outer)
+    )
+    return Context.add(context, Leadership, { identity, key, lost: leadership.lost })
   }))

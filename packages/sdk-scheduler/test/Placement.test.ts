@@ -319,3 +319,41 @@ describe("Placement properties", () => {
       for (const count of perZone.values()) expect(count).toBeLessThanOrEqual(n)
     }))
 })
+
+describe("Placement fixed ports", () => {
+  const task = { command: v1.CommandInfo.create({ value: "run" }) }
+
+  it("gives a fixed port exactly, splitting the range around it, next to named ports", () => {
+    const o = offer(1, { resources: "cpus:8;mem:8192;ports:[31000-31010]" })
+    const e = Placement.evaluate([{ requirement: req("web-0", { resources: { cpus: 1, mem: 64, ports: ["http"], fixedPorts: { metrics: 31005 } } }), task }], [o])
+    expect(placed(e).ports).toEqual({ http: 31000, metrics: 31005 })
+    const info = placed(e).operations[0]!.kind!.$case === "launch" ? (placed(e).operations[0]!.kind as { value: v1.Operation_Launch }).value.taskInfos[0]! : undefined
+    expect(Resources.rangesOf(info!.resources, "ports")).toEqual([{ begin: 31000, end: 31000 }, { begin: 31005, end: 31005 }])
+    expect(info!.command!.environment).toEqual(expect.arrayContaining([{ name: "PORT_METRICS", value: "31005" }, { name: "PORT_HTTP", value: "31000" }]))
+  })
+
+  it("refuses an offer without the fixed port, naming it; a second requirement for the same port waits", () => {
+    const e = Placement.evaluate(
+      [req("web-0", { resources: { cpus: 1, mem: 64, fixedPorts: { http: 8080 } } }), req("web-1", { resources: { cpus: 1, mem: 64, fixedPorts: { http: 8080 } } })],
+      [offer(1, { resources: "cpus:8;mem:8192;ports:[31000-31010]" }), offer(2, { resources: "cpus:8;mem:8192;ports:[8000-8100]" })]
+    )
+    expect(placed(e, 0).offerId).toBe("offer-2")
+    expect(placed(e, 0).ports).toEqual({ http: 8080 })
+    expect(placed(e, 0).rejections).toEqual([
+      { offerId: "offer-1", agentId: "agent-1", hostname: "host-1", stage: "ports", reason: "needs port 8080 (http), not free in the offer's ports unreserved" }
+    ])
+    expect(unplaced(e, 1).rejections.map((r) => [r.offerId, r.stage, r.reason])).toEqual([
+      ["offer-1", "ports", "needs port 8080 (http), not free in the offer's ports unreserved"],
+      ["offer-2", "ports", "needs port 8080 (http), not free in the offer's ports unreserved"]
+    ])
+    // The rest of the range is still there for named ports.
+    const after = Placement.evaluate([req("a", { resources: { cpus: 1, mem: 64, fixedPorts: { x: 8000 } } }), req("b", { resources: { cpus: 1, mem: 64, ports: ["p", "q"] } })], [offer(3, { resources: "cpus:8;mem:8192;ports:[8000-8002]" })])
+    expect(placed(after, 0).ports).toEqual({ x: 8000 })
+    expect(placed(after, 1).ports).toEqual({ p: 8001, q: 8002 })
+  })
+
+  it("counts named ports besides the fixed ones", () => {
+    const e = Placement.evaluate([req("w", { resources: { cpus: 1, mem: 64, ports: ["a", "b"], fixedPorts: { c: 9000 } } })], [offer(1, { resources: "cpus:8;mem:8192;ports:[9000-9001]" })])
+    expect(unplaced(e).rejections.map((r) => r.reason)).toEqual(["needs 2 ports (a, b), the offer has 1 unreserved besides the fixed ones"])
+  })
+})

@@ -65,3 +65,16 @@ describe("Requirement", () => {
     expect(Requirement.reservationLabels(r)).toEqual({ "berth.requirement": "kv-0" })
   })
 })
+
+describe("Requirement fixed ports", () => {
+  it("accepts fixed ports by name and refuses bad numbers, duplicates and names that are also chosen ports", () => {
+    expect(Requirement.decodeSync({ id: "w", resources: { cpus: 1, mem: 1, ports: ["http"], fixedPorts: { metrics: 9102 } } }).resources.fixedPorts).toEqual({ metrics: 9102 })
+    expect(issues({ id: "w", resources: { cpus: 1, mem: 1, fixedPorts: { http: 0 } } })).toEqual([{ field: "resources.fixedPorts.http", rule: "must be a port number from 1 to 65535" }])
+    expect(issues({ id: "w", resources: { cpus: 1, mem: 1, fixedPorts: { http: 70000 } } })).toEqual([{ field: "resources.fixedPorts.http", rule: "must be a port number from 1 to 65535" }])
+    expect(issues({ id: "w", resources: { cpus: 1, mem: 1, fixedPorts: { a: 80, b: 80 } } })).toEqual([{ field: "resources.fixedPorts.b", rule: "port 80 is also asked for as \"a\"" }])
+    expect(issues({ id: "w", resources: { cpus: 1, mem: 1, ports: ["http"], fixedPorts: { http: 80 } } })).toEqual([
+      { field: "resources.fixedPorts.http", rule: "\"http\" is also listed in ports: a port is either fixed or chosen from the offer" }
+    ])
+    expect(issues({ id: "w", resources: { cpus: 1, mem: 1, fixedPorts: { Bad: 80 } } })[0]!.field).toBe("resources.fixedPorts.Bad")
+  })
+})

@@ -9,6 +9,14 @@
  *   it never reports it in a non-terminal state again;
  * - **no double launch**: a task id is never added while a task of that id is still live.
  *
+ * Checked after every step once it has settled (the step's duration has passed), whenever the
+ * master answered both before and after it:
+ * - **no task vanishes**: a task RUNNING before the step (at the master, or in the framework's
+ *   durable record) is, after it, RUNNING, UNREACHABLE (a partition, a killed agent), KILLING, or
+ *   in a terminal state the master reports (what reconciliation would answer); not unknown to the
+ *   master, and not back in STAGING or STARTING. Each such task is reported once, at the step it
+ *   vanished in.
+ *
  * Checked once the schedule is over, every fault healed and every killed agent restarted, when the
  * cluster has settled (no agent holds an unacknowledged update):
  * - **no task lost**: every task the framework's durable record holds as live is live at the
@@ -304,13 +312,26 @@ export const simulate = (
     // The scheduler gets one step to subscribe and launch before the first fault.
     yield* Effect.sleep(stepMs)
     const report: Array<Step> = []
+    const reportedVanished = new Set<string>()
     for (let step = 1; step <= steps; step++) {
       const fault = random.pick(faults)
       const before = violations.length
+      const runningBefore = yield* runningTasks(cluster.operator, store)
       const action = yield* apply(fault).pipe(Effect.catch((error) => Effect.succeed(`${fault} failed: ${String(error)}`)))
       cluster.events.record(`simulation step ${step}: ${action}`)
       semantic.push(`step ${step}: ${action}`)
       yield* Effect.sleep(stepMs)
+      if (runningBefore !== undefined) {
+        const after = yield* cluster.operator.state.pipe(Effect.option)
+        // Each vanished task once, at the step it vanished in.
+        const fresh = runningBefore.filter((taskId) => !reportedVanished.has(taskId))
+        if (after._tag === "Some") {
+          for (const [taskId, v] of vanished(fresh, after.value, step, action)) {
+            reportedVanished.add(taskId)
+            found(v)
+          }
+        }
+      }
       const fresh = violations.slice(before)
       for (const v of fresh) semantic.push(`step ${step}: violation: ${v}`)
       report.push({ step, action, violations: fresh })
@@ -372,6 +393,37 @@ export const simulate = (
     // Steps and settling take real time, also when the caller runs on a TestClock (`it.effect`).
     Effect.provideService(Clock.Clock, VirtualClock.liveClock)
   )
+
+/**
+ * The tasks RUNNING now, at the master or in the framework's durable record (sorted); undefined
+ * when the master does not answer (nothing can be said about the step then).
+ */
+const runningTasks = (operator: Operator.Operator, store: DurableStore) =>
+  Effect.map(Effect.option(operator.state), (state) => {
+    if (state._tag === "None") return undefined
+    const ids = new Set(state.value.tasks.filter((t) => t.state === v1.TaskState.RUNNING).map((t) => t.info?.taskId ?? ""))
+    for (const [taskId, recorded] of store.tasks()) if (recorded === v1.TaskState.RUNNING) ids.add(taskId)
+    ids.delete("")
+    return [...ids].sort()
+  })
+
+/** States a task RUNNING before a step may be in after it (terminal states are checked apart). */
+const stillAccounted = new Set<v1.TaskState>([v1.TaskState.RUNNING, v1.TaskState.UNREACHABLE, v1.TaskState.KILLING])
+
+/** Tasks RUNNING before a step that the master, once the step settled, no longer accounts for. */
+const vanished = (before: ReadonlyArray<string>, state: v1.GetStateResponse, step: number, action: string) => {
+  const master = new Map(state.tasks.map((t) => [t.info?.taskId ?? "", t.state]))
+  const out: Array<readonly [string, string]> = []
+  for (const taskId of before) {
+    const now = master.get(taskId)
+    if (now === undefined || now === v1.TaskState.UNKNOWN) {
+      out.push([taskId, `task lost: ${taskId} was RUNNING before step ${step} (${action}) and the master no longer knows it`])
+    } else if (!stillAccounted.has(now) && !TaskStates.isTerminal(now)) {
+      out.push([taskId, `task lost: ${taskId} was RUNNING before step ${step} (${action}) and is ${TaskStates.name(now)} after it`])
+    }
+  }
+  return out
+}
 
 /** The framework's record and the master agree on every task either knows. */
 const agrees = (state: v1.GetStateResponse, store: DurableStore) => {

@@ -15,7 +15,8 @@
  * On the first two, agents reach the masters through a fault-injecting proxy: `agents[i].partition` /
  * `.heal` cut and restore the link, `agents[i].statusUpdates({ drop, duplicate, delayMs })` and
  * `cluster.faults.statusUpdates(...)` disturb status updates. In process, `agents[i].kill` /
- * `.restart` are a simulated crash (the agent's scope closes, its tasks run on) and
+ * `.restart` and `masters[i].kill` / `.restart` are a simulated crash (the agent's or master's
+ * scope closes; an agent's tasks run on, a master's lease is left to expire) and
  * `clock: "virtual"` with `cluster.advance(duration)` skips time. `layer(options)` serves
  * `@effect/vitest`; `Simulation.simulate` runs a framework under seeded faults.
  *
@@ -77,11 +78,12 @@ export interface Options {
   readonly backend?: Backend
   /**
    * Number of masters (default 1). Several elect a leader through a store they share, so they
-   * need `storage: "sqlite"` or `"etcd"`; processes backend only.
+   * need `storage: "sqlite"` or `"etcd"` (in process, SQLite is then the default); in process
+   * they cannot run on `clock: "virtual"`.
    */
   readonly masters?: number
   /**
-   * The masters' durable registry: `"memory"` (default in process; lost when a master restarts),
+   * The masters' durable registry: `"memory"` (default in process with one master; lost when a master restarts),
    * `"sqlite"` (a file in the cluster's temp dir; the default with the processes backend) or
    * `"etcd"` (a real etcd started for the cluster, see `cluster.etcd`; needs the `etcd` binary).
    */
@@ -220,9 +222,16 @@ export interface ClusterMaster {
   readonly httpEndpoint: string | undefined
   readonly pid: () => number | undefined
   readonly logFile: string | undefined
-  /** SIGKILL. Waits until the process is gone. */
+  /**
+   * SIGKILL. Waits until the process is gone. In process, a crash of the master's scope: its store
+   * connection is cut first, so it neither resigns nor revokes its lease (a standby leads once the
+   * lease expires).
+   */
   readonly kill: Effect.Effect<void, UnsupportedFault>
-  /** Starts it again (SIGKILLing it first if it runs), on the same port and store. */
+  /**
+   * Starts it again (SIGKILLing it first if it runs), on the same port and store. It comes back as
+   * a standby while the lease it left behind lasts.
+   */
   readonly restart: Effect.Effect<void, UnsupportedFault | ProcessError | TimeoutError>
 }
 

@@ -23,13 +23,29 @@ export class ProcessError extends Schema.TaggedError<ProcessError>()("ProcessErr
   }
 }
 
-/** A fault the cluster's backend cannot inject (a SIGSTOP needs a process of its own). */
+/**
+ * A fault this cluster cannot inject. `reason` says why (the backend, or how the cluster was
+ * started: `proxy: false`, TLS, the live clock) and `remedy` how to get a cluster that can.
+ *
+ * @example
+ * ```ts
+ * // cluster started with { proxy: false }
+ * yield* cluster.agents[0].partition
+ * // UnsupportedFault: partition is not supported by this in-process cluster: it has no fault
+ * // proxy (it was started with proxy: false); start it without proxy: false
+ * ```
+ */
 export class UnsupportedFault extends Schema.TaggedError<UnsupportedFault>()("UnsupportedFault", {
   fault: Schema.String,
-  backend: Schema.String
+  backend: Schema.String,
+  /** Why this cluster cannot inject the fault. */
+  reason: Schema.optional(Schema.String),
+  /** What to do instead (which backend or option can). */
+  remedy: Schema.optional(Schema.String)
 }) {
   override get message(): string {
-    return `${this.fault} is not supported by the ${this.backend} backend; use TestCluster.make({ backend: "processes" })`
+    const why = this.reason ?? `the ${this.backend} backend cannot inject it`
+    return `${this.fault} is not supported by this ${this.backend} cluster: ${why}${this.remedy === undefined ? "" : `; ${this.remedy}`}`
   }
 }
 

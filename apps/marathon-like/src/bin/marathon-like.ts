@@ -9,6 +9,7 @@ import { parseArgs } from "node:util"
 import * as Server from "../Server.ts"
 
 const usage = `usage: marathon-like serve [options]
+       marathon-like forget-framework [--state <url>]   delete the stored framework id (after the master removed the framework)
 
   --master <host:port[,…]>   the Berth master (env MARATHON_MASTER, default 127.0.0.1:5050)
   --http-port <port>         HTTP port, 0 for any (env MARATHON_HTTP_PORT, default 8080)
@@ -22,6 +23,7 @@ const usage = `usage: marathon-like serve [options]
 
 const main = () => {
   const [command, ...rest] = process.argv.slice(2)
+  if (command === "forget-framework") return forget(rest)
   if (command !== "serve") {
     process.stderr.write(command === undefined || command === "--help" || command === "help" ? usage : `unknown command "${command}"\n\n${usage}`)
     process.exit(command === undefined || command === "--help" || command === "help" ? 0 : 2)
@@ -71,9 +73,26 @@ const main = () => {
     const server = yield* Server.serve(options)
     // The exact line `npm start` and tests wait for.
     process.stdout.write(`marathon-like listening on ${server.url} (UI ${server.url}/ui/)\n`)
-    return yield* Effect.never
+    // Runs until the master removes the framework (FrameworkGone: exit 1 with the explanation).
+    return yield* server.stopped
   })).pipe(Effect.tapError((e) => Effect.sync(() => process.stderr.write(`marathon-like: ${e.message}\n`))))
   NodeRuntime.runMain(program)
+}
+
+const forget = (args: ReadonlyArray<string>) => {
+  let state: string | undefined
+  try {
+    state = parseArgs({ args: [...args], options: { state: { type: "string" } } }).values.state
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n\n${usage}`)
+    process.exit(2)
+  }
+  const url = state ?? process.env.MARATHON_STATE ?? "sqlite:.marathon-like/state.db"
+  const program = Effect.scoped(Server.forgetFramework(url)).pipe(
+    Effect.tap((deleted) => Effect.sync(() => process.stdout.write(deleted ? `deleted the stored framework id in ${url}\n` : `no framework id stored in ${url}\n`))),
+    Effect.tapError((e) => Effect.sync(() => process.stderr.write(`marathon-like: ${e.message}\n`)))
+  )
+  NodeRuntime.runMain(program, { disableErrorReporting: true })
 }
 
 main()

@@ -24,21 +24,92 @@ export interface Response {
   readonly raw?: string | Buffer
 }
 
-/** The whole unfiltered GET /v2/apps answer, reused while no app changed (clients poll it). */
-const wholeList = new WeakMap<Core, { revision: number; count: number; raw: Buffer }>()
+/**
+ * GET /v2/apps answers, whole, per query (filters and embeds), valid while no app changed
+ * (`core.revision`): clients and the UI poll the list, so a poll with nothing new costs one
+ * socket write and no allocation of the app list. Bounded: at most `MAX_QUERIES` query forms.
+ */
+const lists = new WeakMap<Core, { revision: number; answers: Map<string, Buffer> }>()
+const MAX_QUERIES = 64
 
-/** Serialised app JSON (default embed) per core and app, valid while the app's revision is unchanged. */
-const fragments = new WeakMap<Core, Map<string, { rev: number; app: AppDefinition.App; text: string }>>()
+/** A random tag per core (per leadership): ETags of one leader never match another's. */
+const epochs = new WeakMap<Core, string>()
+const epochOf = (core: Core): string => {
+  let e = epochs.get(core)
+  if (e === undefined) epochs.set(core, (e = Math.random().toString(36).slice(2, 10)))
+  return e
+}
 
-const appText = (core: Core, app: AppDefinition.App): string => {
-  let cache = fragments.get(core)
-  if (cache === undefined) fragments.set(core, (cache = new Map()))
+/** The ETag of every view derived from the current revision (ETags are scoped to a URL by clients). */
+export const etagOf = (core: Core): string => `"${epochOf(core)}-${core.revision}"`
+
+/**
+ * Serialised app JSON per core, per embed form and app, valid while the app's revision is
+ * unchanged; the embed forms are the few Marathon defines, so the cache has a bounded number of maps.
+ */
+const fragments = new WeakMap<Core, Map<string, Map<string, { rev: number; app: AppDefinition.App; bytes: Buffer }>>>()
+
+/** The embeds appJson understands, normalised (`app.tasks` = `apps.tasks`), as a cache key. */
+const embedKey = (embed: ReadonlySet<string>): { key: string; set: ReadonlySet<string> } => {
+  const known: Array<string> = []
+  for (const name of ["tasks", "lastTaskFailure", "readiness", "taskStats"]) {
+    if (embed.has(`apps.${name}`) || embed.has(`app.${name}`)) known.push(`apps.${name}`)
+  }
+  return { key: known.join(","), set: new Set(known) }
+}
+
+/** Kept as UTF-8 bytes: a list answer is then one copy of each fragment (no 1 MB string to encode). */
+const appBytes = (core: Core, app: AppDefinition.App, embed: { key: string; set: ReadonlySet<string> }): Buffer => {
+  let perEmbed = fragments.get(core)
+  if (perEmbed === undefined) fragments.set(core, (perEmbed = new Map()))
+  let cache = perEmbed.get(embed.key)
+  if (cache === undefined) perEmbed.set(embed.key, (cache = new Map()))
   const rev = core.revisions.get(app.id) ?? 0
   const hit = cache.get(app.id)
-  if (hit !== undefined && hit.rev === rev && hit.app === app) return hit.text
-  const text = JSON.stringify(appJson(core, app, new Set()))
-  cache.set(app.id, { rev, app, text })
-  return text
+  if (hit !== undefined && hit.rev === rev && hit.app === app) return hit.bytes
+  const bytes = Buffer.from(JSON.stringify(appJson(core, app, embed.set)))
+  cache.set(app.id, { rev, app, bytes })
+  // Destroyed apps leave entries behind: drop them once they could outnumber the live ones.
+  if (cache.size > core.apps.size * 2 + 64) for (const id of cache.keys()) if (!core.apps.has(id)) cache.delete(id)
+  return bytes
+}
+
+const OPEN = Buffer.from(`{"apps":[`)
+const COMMA = Buffer.from(",")
+const CLOSE = Buffer.from("]}")
+
+/** GET /v2/apps: the cached answer for this query form, or a new one built from cached fragments. */
+const listApps = (core: Core, query: URLSearchParams, embed: ReadonlySet<string>): Response => {
+  const cmd = query.get("cmd")
+  const id = query.get("id")
+  const label = query.get("label")
+  const normal = embedKey(embed)
+  const key = JSON.stringify([cmd, id, label, normal.key])
+  let cached = lists.get(core)
+  if (cached === undefined || cached.revision !== core.revision) lists.set(core, (cached = { revision: core.revision, answers: new Map() }))
+  const headers = { ETag: etagOf(core) }
+  const hit = cached.answers.get(key)
+  if (hit !== undefined) return { status: 200, body: undefined, raw: hit, headers }
+  let select: ((a: AppDefinition.App) => boolean) | undefined
+  if (label !== null) {
+    const selector = parseSelector(label)
+    if (Result.isFailure(selector)) return { status: 400, body: { message: selector.failure } }
+    select = (a) => selector.success(a.labels)
+  }
+  const lowerId = id?.toLowerCase()
+  const parts: Array<Buffer> = [OPEN]
+  for (const a of core.apps.values()) {
+    if (cmd !== null && (a.cmd === null || !a.cmd.includes(cmd))) continue
+    if (lowerId !== undefined && !a.id.toLowerCase().includes(lowerId)) continue
+    if (select !== undefined && !select(a)) continue
+    if (parts.length > 1) parts.push(COMMA)
+    parts.push(appBytes(core, a, normal))
+  }
+  parts.push(CLOSE)
+  const raw = Buffer.concat(parts)
+  if (cached.answers.size >= MAX_QUERIES) cached.answers.clear()
+  cached.answers.set(key, raw)
+  return { status: 200, body: undefined, raw, headers }
 }
 
 const ok = (body: unknown, status = 200, headers?: Record<string, string>): Response => (headers === undefined ? { status, body } : { status, body, headers })
@@ -219,28 +290,7 @@ const route = (core: Core, req: Request, now: () => number): Effect.Effect<Respo
     const embed = new Set(query.getAll("embed"))
 
     if (path === appsPrefix || path === appsPrefix + "/") {
-      if (method === "GET") {
-        let apps = [...core.apps.values()]
-        const cmd = query.get("cmd")
-        if (cmd !== null) apps = apps.filter((a) => a.cmd !== null && a.cmd.includes(cmd))
-        const id = query.get("id")
-        if (id !== null) apps = apps.filter((a) => a.id.toLowerCase().includes(id.toLowerCase()))
-        const label = query.get("label")
-        if (label !== null) {
-          const selector = parseSelector(label)
-          if (Result.isFailure(selector)) return { status: 400, body: { message: selector.failure } }
-          apps = apps.filter((a) => selector.success(a.labels))
-        }
-        if (embed.size === 0) {
-          const unfiltered = cmd === null && id === null && label === null
-          const whole = unfiltered ? wholeList.get(core) : undefined
-          if (whole !== undefined && whole.revision === core.revision && whole.count === apps.length) return { status: 200, body: undefined, raw: whole.raw }
-          const raw = Buffer.from(`{"apps":[${apps.map((a) => appText(core, a)).join(",")}]}`)
-          if (unfiltered) wholeList.set(core, { revision: core.revision, count: apps.length, raw })
-          return { status: 200, body: undefined, raw }
-        }
-        return ok({ apps: apps.map((a) => appJson(core, a, embed)) })
-      }
+      if (method === "GET") return listApps(core, query, embed)
       if (method === "POST") return yield* createApp(core, req.body, force, now, flag(query, "dryRun"))
       if (method === "PUT" || method === "PATCH") return yield* bulkUpdate(core, req.body, force, now, method === "PATCH" || query.get("partialUpdate") !== "false")
       return methodNotAllowed

@@ -57,6 +57,18 @@ const GONE_FOR_NOW = new Set<TaskStateName>(["TASK_UNREACHABLE", "TASK_UNKNOWN"]
 /** Ends that count as failures for the backoff (Marathon: FAILED and FINISHED, not KILLED). */
 const FAILURES = new Set<TaskStateName>(["TASK_FAILED", "TASK_FINISHED", "TASK_ERROR"])
 
+/** Launches matched against the offers in one evaluation (see `Core.handleOffers`). */
+const LAUNCH_SLICE = 200
+/** Keys written in one store transaction at most (see `Core.write`). */
+const WRITE_CHUNK = 100
+/** Statuses applied between two turns of the event loop. */
+const STATUS_SLICE = 200
+/** One turn of the event loop (a macrotask): pending I/O, such as HTTP requests, runs first. */
+const letIoThrough: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 const sanitize = (appId: string) => appId.slice(1).replace(/\//g, "_")
 
 export interface CoreOptions {
@@ -109,8 +121,26 @@ export class Core {
   // ---------------------------------------------------------------------------------------------
   // Persistence
 
+  /**
+   * Writes the ops, fenced. Up to `WRITE_CHUNK` ops go in one transaction; a bigger batch (1,000
+   * instances launched or updated at once) is written in transactions of that size, one after
+   * another, because a SQLite transaction runs on the event loop and one of 1,000 keys would
+   * hold every API request up for hundreds of milliseconds. Such big batches only hold
+   * independent per-instance keys (and a deployment's end), so a crash between two of them
+   * leaves records a new leader reconciles, never a half-written app.
+   */
   private write(ops: ReadonlyArray<StateStore.TxnOp>): Effect.Effect<void, ApiError> {
     if (ops.length === 0) return Effect.void
+    if (ops.length <= WRITE_CHUNK) return this.writeOne(ops)
+    return Effect.gen({ self: this }, function*() {
+      for (let k = 0; k < ops.length; k += WRITE_CHUNK) {
+        if (k > 0) yield* letIoThrough
+        yield* this.writeOne(ops.slice(k, k + WRITE_CHUNK))
+      }
+    })
+  }
+
+  private writeOne(ops: ReadonlyArray<StateStore.TxnOp>): Effect.Effect<void, ApiError> {
     const fenced = this.options.fence === undefined ? ops : [Txn.check(this.options.fence.key, this.options.fence.version), ...ops]
     return this.options.store.transaction(fenced).pipe(
       Effect.asVoid,
@@ -358,8 +388,9 @@ export class Core {
       const ops: Array<StateStore.TxnOp> = []
       for (const i of killed) {
         if (options.wipe && i.resident !== undefined) {
-          // Forgetting the slot releases it: the reservation is no longer reused (the volume data
-          // stays on the agent until the operator unreserves it; see the README).
+          // The slot is forgotten once its task ends; its reservation and volumes then come back
+          // in an offer labelled with an instance nobody knows, and `releaseOperations` destroys
+          // the volumes and unreserves the rest (as Marathon does with wipe=true).
           i.resident = undefined
         }
         this.touch(i.appId)
@@ -538,10 +569,29 @@ export class Core {
   // Offers: the launch queue
 
   /** Matches the wanted launches (apps not in backoff) against the offers, accepts and declines. */
-  handleOffers(offers: ReadonlyArray<v1.Offer>): Effect.Effect<void> {
+  handleOffers(offered: ReadonlyArray<v1.Offer>): Effect.Effect<void> {
+    let offers = offered
     return Effect.gen({ self: this }, function*() {
       const cluster = this.cluster
       if (cluster === undefined || offers.length === 0) return
+      // Reservations and volumes of instances this scheduler no longer keeps (wiped, or of a
+      // destroyed app) are released first: DESTROY the volumes, then UNRESERVE everything.
+      const known = new Set<string>()
+      for (const i of this.instances.values()) if (i.resident !== undefined) known.add(i.resident.reservationLabel)
+      const usable: Array<v1.Offer> = []
+      for (const offer of offers) {
+        const release = releaseOperations(offer, known, this.options.principal)
+        if (release === undefined) {
+          usable.push(offer)
+          continue
+        }
+        yield* Effect.logInfo(`marathon-like: releasing reservations of forgotten instances on agent ${offer.agentId} (${offer.hostname})`)
+        yield* cluster.accept([offer.offerId], release, { refuseSeconds: 0 }).pipe(
+          Effect.catch((e) => Effect.logWarning(`marathon-like: releasing reservations on agent ${offer.agentId} failed: ${String((e as { message?: unknown }).message ?? e)}`))
+        )
+      }
+      offers = usable
+      if (offers.length === 0) return
       const now = this.now()
       const requests: Array<{ request: Placement.Request; app: App; slot: Instance | undefined; instanceId: string; taskId: string }> = []
       for (const [appId, n] of this.wanted) {
@@ -569,84 +619,96 @@ export class Core {
         yield* cluster.decline(offers.map((o) => o.offerId), { refuseSeconds: waiting ? 1 : 5 }).pipe(Effect.ignore)
         return
       }
-      const running: Array<Placement.Running> = []
-      for (const i of this.instances.values()) {
-        if (this.isLive(i)) running.push({ id: i.instanceId, group: i.appId, agentId: i.agentId, attributes: i.attributes })
-      }
-      const evaluation = Placement.evaluate(requests.map((r) => r.request), offers, {
-        running,
-        principal: this.options.principal,
-        operationId: (id, kind) => `${id}.${kind}`
-      })
+      // Launches are matched in slices of LAUNCH_SLICE, each against the offers no earlier slice
+      // used, and each slice's launches are written and sent before the next is matched, with
+      // the event loop let through in between: one evaluation and one Accept of 1,000 tasks
+      // would hold API requests up for hundreds of milliseconds.
       const hostnames = new Map(offers.map((o) => [o.offerId, o]))
-      const ops: Array<StateStore.TxnOp> = []
-      const placedApps = new Map<string, number>()
       const stamp = this.iso()
-      evaluation.outcomes.forEach((outcome, idx) => {
-        const r = requests[idx]!
-        const stats = this.statsOf(r.app.id)
-        if (outcome._tag === "Placed") {
-          placedApps.set(r.app.id, (placedApps.get(r.app.id) ?? 0) + 1)
-          stats.lastUsedOfferAt = stamp
-          const offer = hostnames.get(outcome.offerId)!
-          const portNames = r.request.requirement.resources.ports ?? []
-          const ports = portNames.map((n) => outcome.ports[n]!)
-          this.finishTask(outcome, r.app, ports, offer)
-          const attributes: Record<string, string> = { hostname: offer.hostname }
-          for (const a of offer.attributes) if (a.value?.$case === "text") attributes[a.name] = a.value.value
-          const instance: Instance = {
-            instanceId: r.instanceId,
-            taskId: r.taskId,
-            appId: r.app.id,
-            version: r.app.versionInfo.lastConfigChangeAt,
-            agentId: offer.agentId,
-            host: offer.hostname,
-            attributes,
-            ports,
-            state: "TASK_STAGING",
-            healthy: undefined,
-            ready: undefined,
-            stagedAt: stamp,
-            startedAt: undefined,
-            killing: false,
-            resident: AppDefinition.isResident(r.app)
-              ? { reservationLabel: r.instanceId, volumes: AppDefinition.persistentVolumes(r.app).map((v) => volumeId(r.instanceId, v.containerPath)) }
-              : undefined,
-            parked: false,
-            message: ""
-          }
-          if (r.slot !== undefined) this.byTask.delete(r.slot.taskId)
-          this.remember(instance)
-          ops.push(this.putInstance(instance))
+      let remaining: ReadonlyArray<v1.Offer> = offers
+      for (let from = 0; from < requests.length && remaining.length > 0; from += LAUNCH_SLICE) {
+        if (from > 0) yield* letIoThrough
+        const chunk = requests.slice(from, from + LAUNCH_SLICE)
+        const running: Array<Placement.Running> = []
+        for (const i of this.instances.values()) {
+          if (this.isLive(i)) running.push({ id: i.instanceId, group: i.appId, agentId: i.agentId, attributes: i.attributes })
         }
-        // Why-not bookkeeping, per offer looked at for this app (Marathon's processedOffersSummary).
-        const rejections = outcome.rejections
-        stats.processedOffersCount += rejections.length + (outcome._tag === "Placed" ? 1 : 0)
-        if (outcome._tag === "Unplaced" && rejections.length > 0) {
-          stats.unusedOffersCount += rejections.length
-          stats.lastUnusedOfferAt = stamp
-          stats.rejectSummaryLastOffers = new Map()
-          stats.lastUnusedOffers = []
-          for (const rej of rejections) {
-            const reason = marathonReason(rej.stage, rej.reason)
-            const s = stats.rejectSummaryLastOffers.get(reason) ?? { declined: 0, processed: 0 }
-            s.declined++
-            stats.rejectSummaryLastOffers.set(reason, s)
-            stats.lastUnusedOffers.push({ offerId: rej.offerId, agentId: rej.agentId, hostname: rej.hostname, reason: [reason], details: [rej.reason], timestamp: stamp })
+        const evaluation = Placement.evaluate(chunk.map((r) => r.request), remaining, {
+          running,
+          principal: this.options.principal,
+          operationId: (id, kind) => `${id}.${kind}`
+        })
+        const ops: Array<StateStore.TxnOp> = []
+        const placedApps = new Map<string, number>()
+        evaluation.outcomes.forEach((outcome, idx) => {
+          const r = chunk[idx]!
+          const stats = this.statsOf(r.app.id)
+          if (outcome._tag === "Placed") {
+            placedApps.set(r.app.id, (placedApps.get(r.app.id) ?? 0) + 1)
+            stats.lastUsedOfferAt = stamp
+            const offer = hostnames.get(outcome.offerId)!
+            const resources = r.request.requirement.resources
+            const count = (resources.ports?.length ?? 0) + Object.keys(resources.fixedPorts ?? {}).length
+            const ports = Array.from({ length: count }, (_, k) => outcome.ports[`port${k}`]!)
+            this.finishTask(outcome, r.app, ports, offer)
+            const attributes: Record<string, string> = { hostname: offer.hostname }
+            for (const a of offer.attributes) if (a.value?.$case === "text") attributes[a.name] = a.value.value
+            const instance: Instance = {
+              instanceId: r.instanceId,
+              taskId: r.taskId,
+              appId: r.app.id,
+              version: r.app.versionInfo.lastConfigChangeAt,
+              agentId: offer.agentId,
+              host: offer.hostname,
+              attributes,
+              ports,
+              state: "TASK_STAGING",
+              healthy: undefined,
+              ready: undefined,
+              stagedAt: stamp,
+              startedAt: undefined,
+              killing: false,
+              resident: AppDefinition.isResident(r.app)
+                ? { reservationLabel: r.instanceId, volumes: AppDefinition.persistentVolumes(r.app).map((v) => volumeId(r.instanceId, v.containerPath)) }
+                : undefined,
+              parked: false,
+              message: ""
+            }
+            if (r.slot !== undefined) this.byTask.delete(r.slot.taskId)
+            this.remember(instance)
+            ops.push(this.putInstance(instance))
           }
-          for (const s of stats.rejectSummaryLastOffers.values()) s.processed = rejections.length
-        }
-      })
-      // Until the next converge pass recomputes it, the queue shows what is still unplaced.
-      for (const [appId, placed] of placedApps) this.wanted.set(appId, Math.max(0, (this.wanted.get(appId) ?? 0) - placed))
-      yield* this.write(ops).pipe(Effect.ignore)
-      yield* Effect.forEach(evaluation.accepts, (a) =>
-        cluster.accept([a.offerId], a.operations, { refuseSeconds: 1 }).pipe(
-          Effect.catch(() => this.dropLaunches(a.operations))
-        ), { concurrency: "unbounded", discard: true })
+          // Why-not bookkeeping, per offer looked at for this app (Marathon's processedOffersSummary).
+          const rejections = outcome.rejections
+          stats.processedOffersCount += rejections.length + (outcome._tag === "Placed" ? 1 : 0)
+          if (outcome._tag === "Unplaced" && rejections.length > 0) {
+            stats.unusedOffersCount += rejections.length
+            stats.lastUnusedOfferAt = stamp
+            stats.rejectSummaryLastOffers = new Map()
+            stats.lastUnusedOffers = []
+            for (const rej of rejections) {
+              const reason = marathonReason(rej.stage, rej.reason)
+              const s = stats.rejectSummaryLastOffers.get(reason) ?? { declined: 0, processed: 0 }
+              s.declined++
+              stats.rejectSummaryLastOffers.set(reason, s)
+              stats.lastUnusedOffers.push({ offerId: rej.offerId, agentId: rej.agentId, hostname: rej.hostname, reason: [reason], details: [rej.reason], timestamp: stamp })
+            }
+            for (const s of stats.rejectSummaryLastOffers.values()) s.processed = rejections.length
+          }
+        })
+        // Until the next converge pass recomputes it, the queue shows what is still unplaced.
+        for (const [appId, placed] of placedApps) this.wanted.set(appId, Math.max(0, (this.wanted.get(appId) ?? 0) - placed))
+        yield* this.write(ops).pipe(Effect.ignore)
+        yield* Effect.forEach(evaluation.accepts, (a) =>
+          cluster.accept([a.offerId], a.operations, { refuseSeconds: 1 }).pipe(
+            Effect.catch(() => this.dropLaunches(a.operations))
+          ), { concurrency: "unbounded", discard: true })
+        const unused = new Set(evaluation.unused)
+        remaining = remaining.filter((o) => unused.has(o.offerId))
+      }
       const stillWanted = [...this.wanted.values()].some((n) => n > 0)
-      if (evaluation.unused.length > 0) {
-        yield* cluster.decline(evaluation.unused, { refuseSeconds: stillWanted ? 1 : 5 }).pipe(Effect.ignore)
+      if (remaining.length > 0) {
+        yield* cluster.decline(remaining.map((o) => o.offerId), { refuseSeconds: stillWanted ? 1 : 5 }).pipe(Effect.ignore)
       }
     })
   }
@@ -675,18 +737,31 @@ export class Core {
   /** The Placement request for one launch: resources, named ports, constraints, reservation and volumes for resident apps. */
   private request(app: App, instanceId: string, taskId: string, slot: Instance | undefined): Placement.Request {
     const resident = AppDefinition.isResident(app)
-    const ports = app.portDefinitions.map((p, i) => `port${i}`)
+    // Ports are named port0, port1, … in definition order. A definition's own number is a fixed
+    // host port with `requirePorts` (and a Docker mapping's non-zero hostPort always is); the
+    // others are chosen from the offer.
     const dockerPorts = app.container?.docker?.portMappings ?? app.container?.portMappings ?? []
-    const allPorts = ports.length > 0 ? ports : dockerPorts.filter((m) => m.hostPort !== undefined).map((_, i) => `port${i}`)
+    const wanted: ReadonlyArray<number> = app.portDefinitions.length > 0
+      ? app.portDefinitions.map((p) => (app.requirePorts ? p.port : 0))
+      : dockerPorts.filter((m) => m.hostPort !== undefined).map((m) => m.hostPort ?? 0)
+    const named: Array<string> = []
+    const fixedPorts: Record<string, number> = {}
+    wanted.forEach((port, i) => {
+      if (port > 0) fixedPorts[`port${i}`] = port
+      else named.push(`port${i}`)
+    })
     const requirement: Requirement.Requirement = {
       id: instanceId,
       group: app.id,
-      resources: { cpus: app.cpus, mem: app.mem, disk: app.disk, gpus: app.gpus, ports: allPorts },
+      resources: {
+        cpus: app.cpus, mem: app.mem, disk: app.disk, gpus: app.gpus, ports: named,
+        ...(Object.keys(fixedPorts).length > 0 ? { fixedPorts } : {})
+      },
       constraints: app.constraints.map((c) => (c.length === 3 ? { field: c[0]!, operator: c[1] as Requirement.Operator, value: c[2]! } : { field: c[0]!, operator: c[1] as Requirement.Operator })),
       ...(resident
         ? {
           role: app.role === "*" ? this.options.role : app.role,
-          reservation: { labels: { "marathon.instance": instanceId }, existing: slot !== undefined },
+          reservation: { labels: { [INSTANCE_LABEL]: instanceId }, existing: slot !== undefined },
           volumes: AppDefinition.persistentVolumes(app).map((v) =>
             slot !== undefined
               ? { persistenceId: volumeId(instanceId, v.containerPath), containerPath: v.containerPath, existing: true, mode: v.mode ?? "RW" }
@@ -789,7 +864,12 @@ export class Core {
     return Effect.gen({ self: this }, function*() {
       const ops: Array<StateStore.TxnOp> = []
       const unknown: Array<v1.TaskStatus> = []
-      for (const status of statuses) this.applyStatus(status, ops, unknown)
+      for (let k = 0; k < statuses.length; k++) {
+        // A big batch (1,000 tasks starting) is applied in slices with the event loop let through
+        // between them, so API requests are not held up behind the whole batch.
+        if (k > 0 && k % STATUS_SLICE === 0) yield* letIoThrough
+        this.applyStatus(statuses[k]!, ops, unknown)
+      }
       yield* this.write(ops).pipe(Effect.ignore)
       const cluster = this.cluster
       if (cluster !== undefined) {
@@ -896,6 +976,36 @@ export class Core {
   stepJson(d: Deployment): Record<string, unknown> {
     return d.steps[Math.min(d.currentStep, d.steps.length) - 1] ?? { actions: [] }
   }
+}
+
+/** The reservation label every resident instance's resources carry (value: the instance id). */
+export const INSTANCE_LABEL = "marathon.instance"
+
+/**
+ * The operations that give back what an offer holds for resident instances not in `known`
+ * (only reservations made by `principal`: another framework sharing the role keeps its own):
+ * DESTROY of each such persistent volume, then UNRESERVE of those resources (a volume's disk
+ * as the plain reserved disk it becomes once destroyed). Undefined when there is nothing to release.
+ */
+export const releaseOperations = (offer: v1.Offer, known: ReadonlySet<string>, principal: string): Array<v1.Operation> | undefined => {
+  const destroy: Array<v1.Resource> = []
+  const unreserve: Array<v1.Resource> = []
+  for (const r of offer.resources) {
+    const last = r.reservations.at(-1)
+    if (last === undefined || last.type !== v1.ReservationInfo_Type.DYNAMIC || last.principal !== principal) continue
+    const label = last.labels?.labels.find((l) => l.key === INSTANCE_LABEL)
+    if (label === undefined || known.has(label.value)) continue
+    if (r.disk?.persistence !== undefined && r.disk.persistence.id !== "") {
+      destroy.push(r)
+      const { disk, ...rest } = r
+      unreserve.push(disk?.source === undefined ? rest : { ...rest, disk: { source: disk.source } })
+    } else unreserve.push(r)
+  }
+  if (unreserve.length === 0) return undefined
+  const operations: Array<v1.Operation> = []
+  if (destroy.length > 0) operations.push({ operationId: "", kind: { $case: "destroy", value: { volumes: destroy } } })
+  operations.push({ operationId: "", kind: { $case: "unreserve", value: { resources: unreserve } } })
+  return operations
 }
 
 const volumeId = (instanceId: string, containerPath: string) => `${instanceId}.${containerPath}`.slice(0, 128)

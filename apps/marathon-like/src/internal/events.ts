@@ -25,16 +25,19 @@ export class EventBus {
   publish(eventType: string, payload: Record<string, unknown>): BusEvent {
     const event: BusEvent = { id: this.next++, eventType, data: { ...payload, eventType, timestamp: new Date(this.now()).toISOString() } }
     this.buffer.push(event)
-    if (this.buffer.length > this.capacity) this.buffer.splice(0, this.buffer.length - this.capacity)
+    // Trimmed in chunks (a tenth of the capacity at a time), not one shift per event: a burst of
+    // status updates would otherwise move the whole buffer once per event.
+    if (this.buffer.length > this.capacity + Math.max(1, Math.floor(this.capacity / 10))) this.buffer.splice(0, this.buffer.length - this.capacity)
     for (const l of this.listeners) l(event)
     return event
   }
 
-  /** The buffered events after `lastId`, in order (all buffered ones when `lastId` is older than the buffer). */
+  /** The buffered events after `lastId`, in order (the last `capacity` ones when `lastId` is older than that). */
   since(lastId: number): ReadonlyArray<BusEvent> {
-    const first = this.buffer[0]
-    if (first === undefined || lastId < first.id) return [...this.buffer]
-    return this.buffer.slice(lastId - first.id + 1)
+    const start = Math.max(0, this.buffer.length - this.capacity)
+    const first = this.buffer[start]
+    if (first === undefined || lastId < first.id) return this.buffer.slice(start)
+    return this.buffer.slice(start + lastId - first.id + 1)
   }
 
   get lastId(): number {
@@ -54,4 +57,16 @@ export class EventBus {
   get subscribers(): number {
     return this.listeners.size
   }
+}
+
+const frames = new WeakMap<BusEvent, string>()
+
+/**
+ * The event as one server-sent-events frame, serialised once however many streams carry it
+ * (event fan-out to N subscribers costs one JSON.stringify, not N).
+ */
+export const frameOf = (event: BusEvent): string => {
+  let text = frames.get(event)
+  if (text === undefined) frames.set(event, (text = `id: ${event.id}\nevent: ${event.eventType}\ndata: ${JSON.stringify(event.data)}\n\n`))
+  return text
 }

@@ -3,6 +3,8 @@
  * The `berth` command: `berth master`, `berth agent` and `berth dev`. Flags are checked before
  * anything starts; a bad one prints one line naming the flag and the rule and exits 2.
  */
+// First: it reads the parent's pid before anything else loads (--exit-with-parent).
+import { startingParent } from "../internal/cli/startingParent.ts"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -372,7 +374,7 @@ if (flags["exit-with-parent"] === "true") {
 const supervised = flags["exit-with-parent"] === "true"
   ? Effect.raceFirst(
     program as import("effect").Effect.Effect<unknown, unknown, import("effect").Scope.Scope>,
-    Parent.parentDied().pipe(
+    Parent.parentDied(startingParent).pipe(
       Effect.flatMap((parent) => Effect.logInfo("parent process exited; stopping").pipe(Effect.annotateLogs({ parent })))
     )
   )

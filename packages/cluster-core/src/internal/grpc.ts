@@ -3,6 +3,30 @@ import { Cause, Effect, Exit, Scope } from "effect"
 import type * as Context from "effect/Context"
 import { StartupError, type RequestError } from "../ClusterError.ts"
 
+/**
+ * Connect metadata from an agent whose last master failed it outright (no answer naming a
+ * leader): that master's endpoint. A standby whose leader it names holds the stream instead of
+ * redirecting the agent back to a leader that is probably dead (see the master's `holdAgent`).
+ */
+export const LOST_MASTER_HEADER = "berth-lost-master"
+/**
+ * Trailer on a standby's refusal after holding an agent for longer than the leader's lease: the
+ * leader it names has kept its lease meanwhile, so it is alive, even if this agent lost it once.
+ */
+export const LEADER_ALIVE_HEADER = "berth-leader-alive"
+
+/**
+ * Keepalive on a client's long-lived stream to a master: an HTTP/2 PING every 10 s, the connection
+ * given up when one goes unanswered for 10 s. Without it a silent network cut (no FIN, no RST)
+ * leaves the stream open until TCP itself gives up, which can take many minutes. grpc-js servers
+ * accept client pings at any rate; the master's server also permits them without calls.
+ */
+export const keepaliveOptions: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1
+}
+
 /** The one place where request errors become gRPC statuses (with structured trailers). */
 export const toServiceError = (error: RequestError): Partial<grpc.StatusObject> => {
   const metadata = new grpc.Metadata()

@@ -145,7 +145,9 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
 
     /** Starts the task's checkers; they report through the queue, so updates stay in order. */
     const startCheckers = Effect.fnUntraced(function*(info: v1.TaskInfo) {
-      const context = { sandbox: options.sandbox, env: environment(info) }
+      // Checks run as the task's user (a recovered task's is looked up again).
+      const user = taskUser ?? resolveUser(info.command!, options.user)
+      const context = { sandbox: options.sandbox, env: environment(info), user }
       const checkers: Array<Fiber.Fiber<void>> = []
       if (info.healthCheck !== undefined) {
         const check = info.healthCheck

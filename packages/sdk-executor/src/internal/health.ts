@@ -4,7 +4,7 @@ import * as https from "node:https"
 import * as net from "node:net"
 import { Clock, Duration, Effect } from "effect"
 import { v1 } from "@berth/proto"
-import { describeTermination } from "./process.ts"
+import { describeTermination, spawnAsUser, type User } from "./process.ts"
 
 const { HealthCheck_Type: CheckType } = v1
 
@@ -120,19 +120,26 @@ const killGroup = (child: ChildProcess) => {
  * interruption) kills everything it started. Exit status 0 passes; otherwise the failure carries
  * the status and the end of the command's output.
  */
-const commandProbe = (command: v1.CommandInfo, sandbox: string, env: Record<string, string>) =>
+const commandProbe = (command: v1.CommandInfo, sandbox: string, env: Record<string, string>, user: User | string | undefined) =>
   Effect.callback<Result>((resume) => {
+    // The task's user can no longer be had (it was removed while the task ran): the check fails
+    // rather than run with the agent's rights.
+    if (typeof user === "string") return resume(Effect.succeed(failed(`cannot run the command as the task's user: ${user}`)))
     let child: ChildProcess
     try {
       const [file, args] = command.shell
         ? ["/bin/sh", ["-c", command.value]]
         : [command.value, command.arguments.slice(1)]
-      const argv0 = command.shell ? undefined : command.arguments[0]
-      child = spawn(file, args, {
+      // A task run as another user has its checks run as that user too: the command sees what the
+      // task sees, and gets no more rights than the task has.
+      const target = user === undefined ? undefined : spawnAsUser(user, file, args, env)
+      const argv0 = command.shell || target !== undefined ? undefined : command.arguments[0]
+      child = spawn(target?.file ?? file, target?.args ?? args, {
         cwd: sandbox,
-        env,
+        env: target?.env ?? env,
         detached: true,
         stdio: ["ignore", "pipe", "pipe"],
+        ...(target?.ids ?? {}),
         ...(argv0 !== undefined && argv0 !== "" ? { argv0 } : {})
       })
     } catch (error) {
@@ -200,14 +207,19 @@ const tcpProbe = (port: number) =>
 /** One check of `check` (already validated), failing as a result (never as an error) after its timeout. */
 export const probe = (
   check: v1.HealthCheck,
-  context: { readonly sandbox: string; readonly env: Record<string, string> }
+  context: {
+    readonly sandbox: string
+    readonly env: Record<string, string>
+    /** The task's user, for COMMAND checks (undefined: the agent's own; a string: why it cannot be had). */
+    readonly user?: User | string | undefined
+  }
 ): Effect.Effect<Result> => {
   const timeout = timings(check).timeout
   const once = check.type === CheckType.COMMAND
     ? commandProbe(check.command!, context.sandbox, {
       ...context.env,
       ...Object.fromEntries(check.command!.environment.map((variable) => [variable.name, variable.value]))
-    })
+    }, context.user)
     : check.type === CheckType.HTTP
     ? httpProbe(check.http!)
     : tcpProbe(check.tcp!.port)

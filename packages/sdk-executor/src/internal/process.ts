@@ -302,6 +302,25 @@ const findSetpriv = (): string | undefined => {
 }
 
 /**
+ * How to spawn `file args` as `user` outside the exit-status wrapper (a task's health and
+ * readiness commands): through setpriv with the user's groups, as the task itself runs, else
+ * (no setpriv) with Node's uid and gid (which drops the supplementary groups). The environment
+ * gets the user's USER, LOGNAME and HOME unless it names them.
+ */
+export const spawnAsUser = (
+  user: User,
+  file: string,
+  args: ReadonlyArray<string>,
+  env: Record<string, string>
+): { readonly file: string; readonly args: ReadonlyArray<string>; readonly env: Record<string, string>; readonly ids: { readonly uid?: number; readonly gid?: number } } => {
+  const userEnv = { USER: user.name, LOGNAME: user.name, HOME: user.home, ...env }
+  const setpriv = findSetpriv()
+  return setpriv === undefined
+    ? { file, args, env: userEnv, ids: { uid: user.uid, gid: user.gid } }
+    : { file: setpriv, args: [`--reuid=${user.uid}`, `--regid=${user.gid}`, "--init-groups", "--", file, ...args], env: userEnv, ids: {} }
+}
+
+/**
  * The user to run a task as, from `command.user` or else `fallback` (the framework's user), or
  * undefined to run as the agent's own user (no user named, or the agent's user named). Refused,
  * naming the field, when the user does not exist or the agent cannot switch to it.

@@ -521,7 +521,13 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
     // --------------------------------------------------------------------- agents
     const agents: Array<ClusterAgent> = []
     const partitioned = new Set<number>()
-    const unsupported = (fault: string) => Effect.fail(new UnsupportedFault({ fault, backend: BACKEND }))
+    const unsupported = (fault: string, reason: string, remedy: string) => Effect.fail(new UnsupportedFault({ fault, backend: BACKEND, reason, remedy }))
+    const noProxy = () =>
+      unsupported(
+        "status update faults",
+        "it has no fault proxy (agents reach the masters over a Docker network)",
+        'use TestCluster.make({ backend: "in-process" }) or "processes"'
+      )
     // Agents start side by side (each waits only for its own registration); their "started" lines
     // go into the event log in index order once all have registered.
     const makeAgent = (index: number) => Effect.gen(function*() {
@@ -591,7 +597,7 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
         }),
         partition,
         heal,
-        statusUpdates: () => unsupported("disturbing status updates (a proxy in the test process)"),
+        statusUpdates: noProxy,
         link: () => undefined
       }
       return { agent, started }
@@ -618,10 +624,11 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
       waitFor: Common.waitFor(operator),
       report: reporting.report,
       faults: {
-        statusUpdates: () => unsupported("disturbing status updates (a proxy in the test process)"),
+        statusUpdates: noProxy,
         clear: Effect.forEach(agents, (a) => a.heal, { discard: true })
       },
-      advance: () => unsupported("virtual time"),
+      advance: () =>
+        unsupported("advance", "containers run on the live clock", 'virtual time needs TestCluster.make({ backend: "in-process", clock: "virtual" })'),
       now: () => clock.currentTimeMillisUnsafe()
     }
     return cluster

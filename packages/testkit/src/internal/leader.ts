@@ -33,11 +33,13 @@ const retriable = (error: Operator.OperatorError) => error.code === "UNAVAILABLE
 
 /**
  * An operator client whose calls go to the current leader. A call that finds no leader where it
- * looked asks every master who leads and tries once more there.
+ * looked asks who leads (by default every master, over gRPC; the in-process backend reads its
+ * masters' state instead) and tries once more there.
  */
 export const following = <M extends Endpoint>(
   masters: ReadonlyArray<M>,
-  options: Operator.Options
+  options: Operator.Options,
+  find: Effect.Effect<M | undefined> = probe(masters, options)
 ): Effect.Effect<Operator.Operator, never, Scope.Scope> =>
   Effect.gen(function*() {
     const outer = yield* Scope.Scope
@@ -51,7 +53,7 @@ export const following = <M extends Endpoint>(
         return operator
       })
     const reconnect = Effect.gen(function*() {
-      const leader = yield* probe(masters, options)
+      const leader = yield* find
       return yield* connect(leader?.endpoint() ?? masters[0]!.endpoint())
     })
     const use = <A>(f: (operator: Operator.Operator) => Effect.Effect<A, Operator.OperatorError>) =>
@@ -75,7 +77,7 @@ export const following = <M extends Endpoint>(
       markAgentGone: (id) => use((o) => o.markAgentGone(id)),
       reserveResources: (r) => use((o) => o.reserveResources(r)),
       unreserveResources: (r) => use((o) => o.unreserveResources(r)),
-      events: Stream.unwrap(Effect.map(probe(masters, options), (leader) =>
+      events: Stream.unwrap(Effect.map(find, (leader) =>
         Stream.unwrap(Effect.map(Operator.make(leader?.endpoint() ?? masters[0]!.endpoint(), options), (o) => o.events))))
     } satisfies Operator.Operator
   })

@@ -277,7 +277,7 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
         }),
         pause: signal("SIGSTOP"),
         resume: signal("SIGCONT"),
-        ...Proxy.agentFaults(link, "processes")
+        ...Proxy.agentFaults(link, "processes", security.client.tls !== undefined ? "tls" : "proxy: false")
       })
     }
 
@@ -297,7 +297,15 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
       waitFor: Common.waitFor(operator),
       report,
       faults: Proxy.clusterFaults(agents),
-      advance: () => Effect.fail(new UnsupportedFault({ fault: "advance (virtual time)", backend: "processes" })),
+      advance: () =>
+        Effect.fail(
+          new UnsupportedFault({
+            fault: "advance",
+            backend: "processes",
+            reason: "its masters and agents are processes of their own, on the live clock",
+            remedy: 'virtual time needs TestCluster.make({ backend: "in-process", clock: "virtual" })'
+          })
+        ),
       now: () => clock.currentTimeMillisUnsafe()
     } satisfies TestCluster
   })

@@ -317,10 +317,25 @@ export const validate = (faults: UpdateFaults | undefined): Effect.Effect<void, 
 /** The proxy-backed members of a `ClusterAgent`; without a link they fail with UnsupportedFault. */
 export const agentFaults = (
   link: Link | undefined,
-  backend: string
+  backend: string,
+  /** Why there is no link, for the error: the cluster speaks TLS, or was started with proxy: false. */
+  noProxy?: "tls" | "proxy: false"
 ): Pick<ClusterAgent, "partition" | "heal" | "statusUpdates" | "link"> => {
   const without = (fault: string) =>
-    Effect.fail(new UnsupportedFault({ fault: `${fault} (the cluster has no proxy: it was started with TLS or proxy: false)`, backend }))
+    Effect.fail(
+      new UnsupportedFault({
+        fault,
+        backend,
+        ...(noProxy === "tls"
+          ? {
+            reason: "it has no fault proxy (it was started with tls, which the proxy does not speak)",
+            remedy: "start it without tls"
+          }
+          : noProxy === "proxy: false"
+          ? { reason: "it has no fault proxy (it was started with proxy: false)", remedy: "start it without proxy: false" }
+          : { reason: "it has no fault proxy (it was started with tls or proxy: false)", remedy: "start it without either" })
+      })
+    )
   return {
     partition: link === undefined ? without("partition") : link.partition,
     heal: link === undefined ? without("heal") : link.heal,

@@ -369,7 +369,8 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         )
       }
       const { run, task: custom } = launched.value
-      const entry = customEntry(framework, run, custom)
+      // An update recorded during the launch (its artifacts could not be fetched) stays the latest.
+      const entry = { ...customEntry(framework, run, custom), latest: placeholder.latest }
       tasks.set(k, entry)
       // The program may have started only now: every task of the run shares its watching fiber.
       for (const other of tasks.values()) if (other.runId === run.runId) other.fiber = run.fiber
@@ -876,9 +877,14 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   let failures = 0
 
   const connect = Effect.gen(function*() {
-    const client = new v1.AgentServiceClient(target, config.channelCredentials, config.clientOptions)
+    // Keepalive pings: a silent network cut must end the stream, not leave it hanging.
+    const client = new v1.AgentServiceClient(target, config.channelCredentials, { ...Grpc.keepaliveOptions, ...config.clientOptions })
     yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
-    const call = client.connect()
+    // Telling a standby which master failed us lets it hold the stream until it leads, rather than
+    // send us back to a leader that is most likely dead.
+    const metadata = new grpc.Metadata()
+    if (lastFailed !== "" && lastFailed !== target) metadata.set(Grpc.LOST_MASTER_HEADER, lastFailed)
+    const call = client.connect(metadata)
     yield* Effect.addFinalizer(() => Effect.sync(() => call.cancel()))
     const messages = Stream.callback<v1.ConnectResponse, Error>((queue) =>
       Effect.sync(() => {
@@ -910,8 +916,12 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
   const bootId = randomUUID()
   /** Where to connect next after a failure: the leader a standby named, else the next master. */
   const nextTarget = (error: unknown) => {
-    const leader = String((error as grpc.ServiceError | undefined)?.metadata?.get("berth-leader")[0] ?? "")
-    if (leader !== "" && leader !== lastFailed) {
+    const metadata = (error as grpc.ServiceError | undefined)?.metadata
+    const leader = String(metadata?.get("berth-leader")[0] ?? "")
+    // A standby that held us for two lease TTLs knows the leader is alive: try it again.
+    const alive = metadata?.get(Grpc.LEADER_ALIVE_HEADER)[0] !== undefined
+    if (leader !== "" && (leader !== lastFailed || alive)) {
+      if (alive) lastFailed = ""
       target = leader
     } else if (leader === "") {
       lastFailed = target

@@ -107,6 +107,10 @@ export const problem = (executor: v1.ExecutorInfo, field: string): string | unde
     return `${field}.command: a custom executor needs the command that starts its program`
   }
   if (executor.container !== undefined) return `${field}.container: custom executors run as processes only`
+  for (const [index, uri] of executor.command.uris.entries()) {
+    const problem = ExecutorProcess.artifactProblem(uri, index)
+    if (problem !== undefined) return `${field}.${problem}`
+  }
   return undefined
 }
 
@@ -324,6 +328,30 @@ export const make = (config: Config) => {
     })
 
   /**
+   * Fetches the executor's `command.uris` into the new run's sandbox (its program may be one of
+   * them). On failure the run ends before any program started: its tasks FAILED with
+   * REASON_FETCHER_FAILED, the master told the executor exited. Returns whether to start it.
+   *
+   * The fetch holds the launch permit: other custom executor launches on this agent wait for it
+   * (artifacts are usually local or cached; a slow download delays them).
+   */
+  const fetchArtifacts = (run: CustomRun) =>
+    Effect.gen(function*() {
+      const uris = run.executor.command?.uris ?? []
+      if (uris.length === 0) return true
+      const fetched = yield* ExecutorProcess.fetchArtifacts(run.sandbox, uris, { cacheDir: path.join(config.workDir, "cache") }).pipe(
+        Effect.result
+      )
+      if (fetched._tag === "Success") return true
+      const error = fetched.failure
+      yield* Effect.logWarning("cannot fetch a custom executor's artifacts").pipe(
+        Effect.annotateLogs({ executorId: run.executorId, uri: error.uri, error: error.message })
+      )
+      yield* finish(run, v1.TaskStatus_Reason.FETCHER_FAILED, `Failed to fetch '${error.uri}': ${error.message}`, undefined)
+      return false
+    })
+
+  /**
    * Gives `task` to its custom executor, starting the program if it does not run. Returns the
    * task's checkpoint directory; fails (before the executor hears of the task) with a message.
    */
@@ -335,7 +363,7 @@ export const make = (config: Config) => {
       const entry: CustomTask = { info: task, dir, seen: new Set(), acknowledged: new Set(), terminal: false }
       run.tasks.set(task.taskId, entry)
       yield* send(run, { $case: "launch", value: { task } })
-      if (started) {
+      if (started && (yield* fetchArtifacts(run))) {
         yield* startProgram(run, task).pipe(
           Effect.catchCause((cause) =>
             Effect.gen(function*() {

@@ -36,7 +36,12 @@ const prefixLines = (name: string, source: NodeJS.ReadableStream, sink: (line: s
 const daemon = (name: string, entry: string, args: ReadonlyArray<string>, onLine: (line: string) => void) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(process.execPath, [entry, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      // BERTH_PARENT_PID: the child notices this process's death even if it comes before the
+      // child's own start-up has read its parent (--exit-with-parent).
+      const child = spawn(process.execPath, [entry, ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, BERTH_PARENT_PID: String(process.pid) }
+      })
       prefixLines(name, child.stdout!, onLine)
       prefixLines(name, child.stderr!, (line) => process.stderr.write(line + "\n"))
       return child

@@ -235,6 +235,23 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
       if (framework !== undefined) charge(framework, roleName, resources, 1)
       else add(role(roleName).allocated, resources, 1)
     },
+    /**
+     * `track` for many holdings on one agent at once (an agent re-registering with its tasks): the
+     * agent's allocation is summed and re-derived once, not once per task.
+     */
+    trackAll(
+      agentId: string,
+      held: ReadonlyArray<{ readonly frameworkId: string; readonly role: string; readonly resources: ReadonlyArray<v1.Resource> }>
+    ): void {
+      if (held.length === 0) return
+      const agent = agents.get(agentId)
+      if (agent !== undefined) setAgentAllocated(agent, Resources.add(agent.allocated, held.flatMap((h) => h.resources)))
+      for (const { frameworkId, role: roleName, resources } of held) {
+        const framework = frameworks.get(frameworkId)
+        if (framework !== undefined) charge(framework, roleName, resources, 1)
+        else add(role(roleName).allocated, resources, 1)
+      }
+    },
     /** Gives resources back: a declined or rescinded offer, an Accept's leftovers, a finished task. */
     recover(frameworkId: string, agentId: string, roleName: string, resources: ReadonlyArray<v1.Resource>): void {
       const agent = agents.get(agentId)
@@ -279,14 +296,21 @@ export const make = (options: { readonly minimumAllocatable: MinimumAllocatable 
       const out: Array<Allocation> = []
       // Roles in weighted-DRF order and frameworks in DRF order within each role; both are kept
       // sorted as allocations change the shares, by moving only the entry that changed.
-      const roleOrder = [...roles.values()].filter((r) => r.frameworks.size > 0)
+      // Only roles with a framework that may get offers now: with none (every scheduler away, as
+      // right after a leader change) a round costs nothing, however many agents register.
+      const eligible = (f: FrameworkEntry, roleName: string) => f.active && !f.suppressed.has(roleName)
+      const roleOrder = [...roles.values()].filter((r) => {
+        for (const id of r.frameworks) if (eligible(frameworks.get(id)!, r.name)) return true
+        return false
+      })
+      if (roleOrder.length === 0) return out
       const roleShares = new Map(roleOrder.map((r) => [r.name, roleShare(r)] as const))
       roleOrder.sort((a, b) => roleShares.get(a.name)! - roleShares.get(b.name)! || (a.name < b.name ? -1 : 1))
       const frameworkOrder = new Map<string, Array<{ framework: FrameworkEntry; share: number }>>()
       for (const r of roleOrder) {
         const list = [...r.frameworks]
           .map((id) => frameworks.get(id)!)
-          .filter((f) => f.active && !f.suppressed.has(r.name))
+          .filter((f) => eligible(f, r.name))
           .map((framework) => ({ framework, share: share(framework.allocated.get(r.name) ?? new Map()) }))
           .sort((a, b) => a.share - b.share || (a.framework.id < b.framework.id ? -1 : 1))
         frameworkOrder.set(r.name, list)

@@ -89,6 +89,8 @@ export interface MasterHandle {
   readonly info: v1.MasterInfo
 }
 
+type AgentCall = grpc.ServerDuplexStream<v1.ConnectRequest, v1.ConnectResponse>
+
 interface AgentConnection {
   readonly send: (message: v1.ConnectResponse) => void
   readonly close: () => void
@@ -154,6 +156,22 @@ const packed = (w: Writer): string => {
 const fromLatin1 = (text: string) => Buffer.from(text, "latin1")
 const emptyTaskInfo = v1.TaskInfo.create()
 
+/**
+ * A key for a list of unreserved, non-shared, disk-less scalars (what most tasks ask for), or
+ * undefined for any other list. It starts with a byte no encoded list can start with (protobuf
+ * field 4, wire type 2, is 0x22), so the two kinds of key never collide.
+ */
+const plainKey = (resources: ReadonlyArray<v1.Resource>): string | undefined => {
+  let key = "\u0000"
+  for (const r of resources) {
+    if (r.value?.$case !== "scalar" || r.reservations.length > 0 || r.disk !== undefined || r.shared) return undefined
+    // The separators below must not occur in what they separate.
+    if (/[\u0001\u0002]/.test(r.name) || /[\u0001\u0002]/.test(r.allocationRole)) return undefined
+    key += `${r.name}\u0001${r.value.value}\u0001${r.allocationRole}\u0002`
+  }
+  return key
+}
+
 const packStatus = (status: v1.TaskStatus | undefined, taskId: string, agentId: string): string | undefined =>
   status === undefined ? undefined : packed(v1.TaskStatus.encode({
     ...status,
@@ -170,6 +188,30 @@ const taskStatus = (task: TaskEntry): v1.TaskStatus | undefined => {
 }
 
 const roleOf = (resources: ReadonlyArray<v1.Resource>) => resources.find((r) => r.allocationRole !== "")?.allocationRole ?? "*"
+
+/**
+ * Deep equality of decoded protobuf values (a field left out equals one that is undefined). Used to
+ * tell whether a returning agent's AgentInfo changed without encoding both sides.
+ */
+const sameValue = (a: unknown, b: unknown): boolean => {
+  if (a === b) return true
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false
+  if (a instanceof Uint8Array || b instanceof Uint8Array) {
+    return a instanceof Uint8Array && b instanceof Uint8Array && Buffer.compare(a, b) === 0
+  }
+  if (Array.isArray(a) !== Array.isArray(b)) return false
+  if (Array.isArray(a)) {
+    const other = b as Array<unknown>
+    if (a.length !== other.length) return false
+    for (let i = 0; i < a.length; i++) if (!sameValue(a[i], other[i])) return false
+    return true
+  }
+  const x = a as Record<string, unknown>
+  const y = b as Record<string, unknown>
+  for (const key in x) if (!sameValue(x[key], y[key])) return false
+  for (const key in y) if (!(key in x) && y[key] !== undefined) return false
+  return true
+}
 
 /**
  * The master: agent registry, framework sessions, allocation, offers and task bookkeeping. All
@@ -306,14 +348,24 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
   /** Equal resource lists, one array: most tasks of a framework ask for the same resources. */
   const resourceLists = new Map<string, ReadonlyArray<v1.Resource>>()
   const internResources = (resources: ReadonlyArray<v1.Resource>): ReadonlyArray<v1.Resource> => {
+    // Most lists are a few plain scalars ("cpus 0.1, mem 32"): their key is built without encoding.
+    const plain = plainKey(resources)
+    if (plain !== undefined) {
+      const found = resourceLists.get(plain)
+      if (found !== undefined) return found
+    }
     const key = packed(v1.TaskInfo.encode({ ...emptyTaskInfo, resources: [...resources] }, writer))
     const found = resourceLists.get(key)
-    if (found !== undefined) return found
+    if (found !== undefined) {
+      if (plain !== undefined) resourceLists.set(plain, found)
+      return found
+    }
     // Bounded: past this many distinct lists new ones are simply not shared with earlier ones.
     if (resourceLists.size >= 10_000) resourceLists.clear()
     // Decoded afresh, so nothing keeps a view into the received message alive.
     const own = v1.TaskInfo.decode(fromLatin1(key)).resources
     resourceLists.set(key, own)
+    if (plain !== undefined) resourceLists.set(plain, own)
     return own
   }
   const makeTask = (
@@ -1070,7 +1122,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       let info: v1.AgentInfo = { ...offered, agentId, resources }
       // A re-registration (after a leader change, 10,000 at once) writes nothing when nothing changed.
       const admitted = admittedAgents.get(agentId)
-      if (admitted !== undefined && Buffer.from(v1.AgentInfo.encode(admitted).finish()).equals(v1.AgentInfo.encode(info).finish())) {
+      if (admitted !== undefined && sameValue(admitted, info)) {
         info = admitted
       } else {
         yield* registry.putAgent(info)
@@ -1103,15 +1155,21 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       releaseExecutors(agentId)
       allocator.addAgent(agentId, info.resources)
       if (previous?.draining ?? drainingAgents.has(agentId)) allocator.deactivateAgent(agentId)
-      for (const report of register.tasks) {
+      // Records a standby built while it held this agent's stream, when they are for this agent id.
+      const prepared = agentId === offered.agentId ? preparedTasks.get(register) : undefined
+      preparedTasks.delete(register)
+      const live: Array<TaskEntry> = []
+      for (let i = 0; i < register.tasks.length; i++) {
+        const report = register.tasks[i]!
         if (report.task === undefined) continue
         const key = taskKey(report.frameworkId, report.task.taskId)
         const state = report.latestStatus?.state ?? v1.TaskState.STAGING
         const before = tasks.get(key)
-        const role = roleOf(report.task.resources)
-        const entry = makeTask(report.frameworkId, agentId, role, report.task, state, report.latestStatus)
+        const entry = prepared?.[i] ??
+          makeTask(report.frameworkId, agentId, roleOf(report.task.resources), report.task, state, report.latestStatus)
+        const role = entry.role
         putTask(key, entry)
-        if (!TaskStates.isTerminal(state)) allocator.track(entry.frameworkId, agentId, entry.role, entry.resources)
+        if (!TaskStates.isTerminal(state)) live.push(entry)
         // A custom executor that still runs a task is running: its own share is held again.
         const executor = report.task.executor
         if (executor !== undefined && executor.type === v1.ExecutorInfo_Type.CUSTOM && !TaskStates.isTerminal(state)) {
@@ -1132,6 +1190,8 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
           })
         }
       }
+      // One allocator update for all of the agent's tasks (10,000 agents re-register at once).
+      allocator.trackAll(agentId, live)
       agents.set(agentId, {
         info,
         connection,
@@ -1158,10 +1218,13 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         }))
       }
       kick()
-      // A new leader re-registers every agent at once: one line each would cost more than the registration.
-      yield* (known ? Effect.logDebug("agent re-registered") : Effect.logInfo("agent registered")).pipe(
-        Effect.annotateLogs({ agentId, hostname: info.hostname, resources: Resources.format(info.resources) })
-      )
+      // A new leader re-registers every agent at once: one line each would cost more than the
+      // registration (and so would formatting its resources for a line nobody sees).
+      yield* known
+        ? Effect.logDebug("agent re-registered").pipe(Effect.annotateLogs({ agentId, hostname: info.hostname }))
+        : Effect.logInfo("agent registered").pipe(
+          Effect.annotateLogs({ agentId, hostname: info.hostname, resources: Resources.format(info.resources) })
+        )
       return agentId
     })
 
@@ -1276,7 +1339,11 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     if (freed) kick()
   }
 
-  const agentConnect = (call: grpc.ServerDuplexStream<v1.ConnectRequest, v1.ConnectResponse>) => {
+  /**
+   * An agent's stream: its messages are handled as they come, after `held` (what arrived while a
+   * standby held the stream, in order).
+   */
+  const agentConnect = (call: AgentCall, held: ReadonlyArray<v1.ConnectRequest> = []) => {
     let agentId: string | undefined
     let closed = false
     const connection: AgentConnection = {
@@ -1292,7 +1359,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       closed = true
       if (agentId !== undefined) run(disconnectAgent(agentId, connection))
     }
-    call.on("data", (request: v1.ConnectRequest) => {
+    const onData = (request: v1.ConnectRequest) => {
       const message = request.message
       if (message === undefined) return
       if (agentId !== undefined) {
@@ -1329,13 +1396,151 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
         default:
           return
       }
-    })
+    }
+    call.on("data", onData)
     call.on("end", () => {
       disconnect()
       call.end()
     })
     call.on("error", disconnect)
     call.on("cancelled", disconnect)
+    // Synchronously, before the stream can emit anything newer.
+    for (const request of held) onData(request)
+  }
+
+  // ---------------------------------------------------------------- agents waiting at a standby
+
+  /**
+   * When a leader dies, its agents come to a standby while the dead leader's lease still names it
+   * (up to a whole TTL). Refusing them would have thousands of agents retry with backoff, and the
+   * standby spend its time refusing them, until the lease lapses; then they would all register
+   * late, at once. Instead a standby *holds* the stream of an agent that says it lost the master
+   * the election still names (`LOST_MASTER_HEADER`): it keeps the stream open, keeps what the
+   * agent sends, builds its task records ahead of time, and the moment it leads it registers them
+   * all. If someone else wins the election the held agents are pointed at the winner; if the named
+   * leader keeps its lease for two TTLs it is alive after all, and they are pointed back at it.
+   */
+  interface HeldAgent {
+    readonly call: AgentCall
+    readonly lostMaster: string
+    readonly sinceMs: number
+    readonly messages: Array<v1.ConnectRequest>
+    readonly detach: () => void
+  }
+  const heldAgents = new Set<HeldAgent>()
+  /** Task records built from a held Register, by message: used when it is processed as a leader. */
+  const preparedTasks = new WeakMap<v1.ConnectRequest_Register, ReadonlyArray<TaskEntry | undefined>>()
+  const holdLimitMs = Math.max(2 * config.leaderLeaseSeconds, config.leaderLeaseSeconds + 2) * 1000
+
+  const prepare = (register: v1.ConnectRequest_Register) => {
+    const agentId = register.agentInfo?.agentId ?? ""
+    if (agentId === "" || register.tasks.length === 0) return
+    preparedTasks.set(
+      register,
+      register.tasks.map((report) =>
+        report.task === undefined ? undefined : makeTask(
+          report.frameworkId,
+          agentId,
+          roleOf(report.task.resources),
+          report.task,
+          report.latestStatus?.state ?? v1.TaskState.STAGING,
+          report.latestStatus
+        )
+      )
+    )
+  }
+
+  const holdAgent = (call: AgentCall, lostMaster: string) => {
+    const messages: Array<v1.ConnectRequest> = []
+    const onData = (request: v1.ConnectRequest) => {
+      // Pings wait for an answer from the leader; only the latest registration matters.
+      if (request.message?.$case === "ping") return
+      if (request.message?.$case === "register") prepare(request.message.value)
+      messages.push(request)
+    }
+    const gone = () => {
+      heldAgents.delete(entry)
+      entry.detach()
+    }
+    const ended = () => {
+      gone()
+      call.end()
+    }
+    const entry: HeldAgent = {
+      call,
+      lostMaster,
+      sinceMs: clock.currentTimeMillisUnsafe(),
+      messages,
+      detach: () => {
+        call.removeListener("data", onData)
+        call.removeListener("end", ended)
+        call.removeListener("error", gone)
+        call.removeListener("cancelled", gone)
+      }
+    }
+    call.on("data", onData)
+    call.on("end", ended)
+    call.on("error", gone)
+    call.on("cancelled", gone)
+    // The response headers now, while waiting: one thing less to do per agent once leading.
+    call.sendMetadata(new grpc.Metadata())
+    heldAgents.add(entry)
+    if (heldAgents.size === 1) run(watchHeld)
+  }
+
+  /** Ends a held stream with the leader's address (and whether it is known to be alive). */
+  const redirectHeld = (entry: HeldAgent, leader: string, alive: boolean) => {
+    heldAgents.delete(entry)
+    entry.detach()
+    const status = Grpc.toServiceError(new NotLeader({ leader }))
+    if (alive) status.metadata?.set(Grpc.LEADER_ALIVE_HEADER, "1")
+    Grpc.failStream(entry.call, status)
+  }
+
+  /** While agents are held and this master does not lead, follows the election for them. */
+  const watchHeld: Effect.Effect<void, never, StateStore.StateStore> = Effect.gen(function*() {
+    while (heldAgents.size > 0 && !leading) {
+      yield* Effect.sleep(100)
+      if (leading) return
+      const leader = yield* currentLeader
+      const now = yield* Clock.currentTimeMillis
+      for (const entry of [...heldAgents]) {
+        // Nobody leads right now (the election is under way): keep waiting.
+        if (leader === "" || leader === masterInfo.endpoint) continue
+        if (leader !== entry.lostMaster) redirectHeld(entry, leader, false)
+        else if (now - entry.sinceMs >= holdLimitMs) redirectHeld(entry, leader, true)
+      }
+    }
+  })
+
+  /**
+   * A new leader registers the agents it held, a few hundred at a time with a turn of the event
+   * loop in between: renewing the lease, pings and new streams must not wait for all of them.
+   */
+  const registerHeld = Effect.gen(function*() {
+    const waiting = [...heldAgents]
+    heldAgents.clear()
+    if (waiting.length === 0) return
+    yield* Effect.logInfo("registering agents held while standing by").pipe(Effect.annotateLogs({ agents: waiting.length }))
+    for (let i = 0; i < waiting.length; i += 250) {
+      for (const entry of waiting.slice(i, i + 250)) {
+        entry.detach()
+        agentConnect(entry.call, entry.messages)
+      }
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    }
+  })
+
+  /** A standby holds an agent that lost the master the election names (or while nobody is named). */
+  const connectHandler = (call: AgentCall) => {
+    if (leading) return agentConnect(call)
+    const lost = String(call.metadata.get(Grpc.LOST_MASTER_HEADER)[0] ?? "")
+    run(Effect.flatMap(recentLeader, (leader) =>
+      Effect.sync(() => {
+        if (leading) agentConnect(call)
+        else if (lost !== "" && (leader === "" || leader === lost)) holdAgent(call, lost)
+        else Grpc.failStream(call, new NotLeader({ leader }))
+      })))
   }
 
   // ---------------------------------------------------------------- operator
@@ -1770,6 +1975,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
       masterInfo.leading = true
       yield* Effect.logInfo("leading").pipe(Effect.annotateLogs({ endpoint: masterInfo.endpoint }))
       kick()
+      yield* registerHeld
       yield* leadership.lost
       leading = false
       masterInfo.leading = false
@@ -1783,7 +1989,7 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
     `${config.host}:${config.port}`,
     [
       [v1.SchedulerServiceService, scheduler],
-      [v1.AgentServiceService, { connect: guardStream(agentConnect) }],
+      [v1.AgentServiceService, { connect: connectHandler }],
       [v1.OperatorServiceService, operator]
     ],
     "master",

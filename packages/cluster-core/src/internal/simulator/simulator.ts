@@ -4,6 +4,7 @@ import { Clock, Deferred, Effect } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import { StartupError } from "../../ClusterError.ts"
 import * as Detect from "../agent/detect.ts"
+import * as Grpc from "../grpc.ts"
 
 export interface SimulatorConfig {
   readonly masters: ReadonlyArray<string>
@@ -85,6 +86,7 @@ export const make = (config: SimulatorConfig) =>
       let client = clients.get(key)
       if (client === undefined) {
         client = new v1.AgentServiceClient(target, grpc.credentials.createInsecure(), {
+          ...Grpc.keepaliveOptions,
           "grpc.berth_simulator_group": group,
           "grpc.max_receive_message_length": 64 * 1024 * 1024
         })
@@ -215,10 +217,13 @@ export const make = (config: SimulatorConfig) =>
 
     const connect = (agent: SimAgent) => {
       if (closed) return
-      const call = clientFor(agent.target, Math.floor(agent.index / config.agentsPerConnection)).connect()
+      // As a real agent does: a standby told which master failed us holds the stream until it leads.
+      const metadata = new grpc.Metadata()
+      if (agent.lastFailed !== "" && agent.lastFailed !== agent.target) metadata.set(Grpc.LOST_MASTER_HEADER, agent.lastFailed)
+      const call = clientFor(agent.target, Math.floor(agent.index / config.agentsPerConnection)).connect(metadata)
       agent.call = call
       let done = false
-      const lost = (leader: string) => {
+      const lost = (leader: string, alive: boolean) => {
         if (done) return
         done = true
         if (agent.call === call) agent.call = undefined
@@ -229,7 +234,8 @@ export const make = (config: SimulatorConfig) =>
         // us (the election key outlives a dead leader until its lease lapses): then wait at the
         // standby, which is about to lead. Without a pointer, try the next master.
         const failed = agent.target
-        if (leader !== "" && leader !== agent.lastFailed) {
+        if (leader !== "" && (leader !== agent.lastFailed || alive)) {
+          if (alive) agent.lastFailed = ""
           agent.target = leader
         } else if (leader === "") {
           agent.lastFailed = failed
@@ -241,8 +247,9 @@ export const make = (config: SimulatorConfig) =>
         setTimeout(() => connect(agent), delay)
       }
       call.on("data", (response: v1.ConnectResponse) => handle(agent, response))
-      call.on("error", (error: grpc.ServiceError) => lost(String(error.metadata?.get("berth-leader")[0] ?? "")))
-      call.on("end", () => lost(""))
+      call.on("error", (error: grpc.ServiceError) =>
+        lost(String(error.metadata?.get("berth-leader")[0] ?? ""), error.metadata?.get(Grpc.LEADER_ALIVE_HEADER)[0] !== undefined))
+      call.on("end", () => lost("", false))
       const reports: Array<v1.TaskReport> = [...agent.tasks.values()].map((t) => ({
         frameworkId: t.frameworkId,
         task: t.info,

@@ -120,10 +120,12 @@ export const make = (
     const acceptOne = (accept: Matcher.BatchAccept) =>
       Effect.gen(function*() {
         take([accept.offerId])
-        for (const placed of accept.placed) {
+        // The hooks run concurrently: each writes a launch intent, and concurrent writes share
+        // the store's group commit (one offer can carry dozens of tasks). All must succeed.
+        const oks = yield* Effect.forEach(accept.placed, (placed) => {
           const hook = pending.get(placed.requirementId)?.work.onPlaced
-          if (hook === undefined) continue
-          const ok = yield* hook(placed).pipe(
+          if (hook === undefined) return Effect.succeed(true)
+          return hook(placed).pipe(
             Effect.as(true),
             Effect.catchCause((cause) =>
               Cause.hasInterruptsOnly(cause)
@@ -131,8 +133,8 @@ export const make = (
                 : Effect.as(Effect.logWarning(`onPlaced of ${placed.requirementId} failed; declining offer ${accept.offerId}`, cause), false)
             )
           )
-          if (!ok) return yield* decline([accept.offerId], refusePending)
-        }
+        }, { concurrency: "unbounded" })
+        if (oks.includes(false)) return yield* decline([accept.offerId], refusePending)
         const result = yield* Effect.result(session.accept([accept.offerId], accept.operations, { refuseSeconds: refusePending }))
         const error = result._tag === "Failure" ? result.failure : undefined
         if (error === undefined) counters.offersAccepted++

@@ -68,7 +68,7 @@ export const commit = (a: Attempt, options: Options): Committed => {
   takeScalar(pool, "mem", req.mem, taken)
   if (req.gpus > 0) takeScalar(pool, "gpus", req.gpus, taken)
   if (req.disk > 0) takeScalar(pool, "disk", req.disk, taken, (r) => r.disk?.source?.type !== 3)
-  const { assigned, resources: portResources } = Ports.take(pool, req.ports)
+  const { assigned, resources: portResources } = Ports.take(pool, req.ports, req.fixedPorts)
   taken.push(...portResources)
 
   // Volumes: offered ones are reused; new ones take a disk piece each (reserved below if needed).

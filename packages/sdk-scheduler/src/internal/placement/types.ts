@@ -16,6 +16,8 @@ export interface Prepared {
   readonly disk: number
   readonly gpus: number
   readonly ports: ReadonlyArray<string>
+  /** Ports that must be exactly these numbers, by name, in ascending port order. */
+  readonly fixedPorts: ReadonlyArray<readonly [string, number]>
   /** Labels of the reservation, or undefined when the requirement uses no reservation. */
   readonly labels: ReadonlyArray<readonly [string, string]> | undefined
   readonly labelsText: string
