@@ -174,6 +174,12 @@ export interface Options {
    * see offers anyway (to release reservations as they are offered, say).
    */
   readonly suppressWhenIdle?: boolean | undefined
+  /**
+   * Asked at every pass while nothing is pending: true keeps offers coming (no Suppress, and a
+   * Revive if suppressed) for a consumer of idle offers that waits for some (a releaser with old
+   * reservations to release, say). Lets a framework suppress when truly idle, yet release.
+   */
+  readonly wantOffers?: Effect.Effect<boolean> | undefined
   /** Bin-pack (default) or spread. */
   readonly fitness?: Placement.Context["fitness"]
   /** The principal reservations and volumes are made for. */

@@ -403,8 +403,10 @@ const make = (
       Effect.gen(function*() {
         if (r.placed && r.agentId !== undefined) {
           yield* releaser.add([{ instance: r.instance, agentId: r.agentId, labels: ServiceSpec.reservationLabels(spec, r.instance, r.generation) }])
-          // Offers of that agent may sit behind a long decline filter: clear the filters.
+          // Offers of that agent may sit behind a long decline filter: clear the filters. The
+          // offer manager looks again too: with something to release it does not stay suppressed.
           yield* session.revive().pipe(Effect.ignore)
+          yield* offers.poke
         }
       })
 
@@ -794,9 +796,10 @@ const make = (
             }), { discard: true }), { concurrency: TICK_CONCURRENCY, discard: true })
         for (const i of mine) claimed.add(i)
       }
-      // New work: agents declined while the service was idle sit behind a long filter. One
-      // Revive per evaluation, not per step: each one makes the master re-offer every agent.
-      if (newWork) yield* session.revive().pipe(Effect.ignore)
+      // New work: the offer manager revives (rate-limited) if it suppressed offers or declined
+      // agents with the long idle filter; a Revive per step would make the master re-offer every
+      // agent each time.
+      if (newWork) yield* offers.poke
     })
 
     const runTick = tick.pipe(
@@ -995,7 +998,7 @@ export interface StackOptions extends Options {
   readonly master: string
   /** Extra session options (credentials, TLS, reconnect...). The framework is named after the service, with its role. */
   readonly session?: Partial<Omit<SchedulerSession.Options, "master" | "framework">> | undefined
-  readonly offers?: Omit<OfferManager.Options, "onIdleOffers" | "suppressWhenIdle" | "principal"> | undefined
+  readonly offers?: Omit<OfferManager.Options, "onIdleOffers" | "suppressWhenIdle" | "wantOffers" | "principal"> | undefined
   readonly lifecycle?: TaskLifecycle.Options | undefined
 }
 
@@ -1045,8 +1048,11 @@ export const layerStack = (options: StackOptions): Layer.Layer<ServiceScheduler,
     const offersLayer = OfferManager.layer({
       ...options.offers,
       principal: ServiceSpec.principalOf(spec),
-      // Old reservations are released from offers nothing else wants, so offers must keep coming.
-      suppressWhenIdle: false,
+      // Idle with nothing to release: suppressed (no offer for hours, however long it stays
+      // idle). Old reservations are released from offers nothing else wants, so while some wait
+      // for release, offers keep coming.
+      suppressWhenIdle: true,
+      wantOffers: Effect.map(releaser.pending, (pending) => pending.length > 0),
       onIdleOffers: releaser.onOffers
     })
     const storeLayer = Layer.succeed(StateStore.StateStore, store)

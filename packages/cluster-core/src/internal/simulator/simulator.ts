@@ -38,14 +38,57 @@ interface SimTask {
   /** Unacknowledged updates, oldest first; only the first is in flight (as on a real agent). */
   readonly pending: Array<v1.TaskStatus>
   timer: ReturnType<typeof setTimeout> | undefined
+  /** The task's entry in a Register message (field tag, length, TaskReport), once encoded. */
+  encoded: Uint8Array | undefined
 }
+
+/**
+ * Connect with messages that may come pre-encoded: when a master dies, thousands of simulated
+ * agents re-register at once, and encoding every task report again would cost this one process
+ * what thousands of real agents each spend on their own.
+ */
+const connectMethod = {
+  ...v1.AgentServiceService.connect,
+  requestSerialize: (value: v1.ConnectRequest | Uint8Array): Buffer =>
+    value instanceof Uint8Array
+      ? Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+      : v1.AgentServiceService.connect.requestSerialize(value)
+}
+interface SimClient {
+  connect(metadata: grpc.Metadata): grpc.ClientDuplexStream<v1.ConnectRequest | Uint8Array, v1.ConnectResponse>
+  close(): void
+}
+const SimClient = grpc.makeGenericClientConstructor({ connect: connectMethod }, "AgentService") as unknown as new(
+  target: string,
+  credentials: grpc.ChannelCredentials,
+  options: grpc.ClientOptions
+) => SimClient
+
+const emptyRegister = v1.ConnectRequest_Register.create()
+/** The tag of ConnectRequest's `register` field: its encoding with an empty Register, less the 0 length. */
+const registerTag = v1.ConnectRequest.encode({ message: { $case: "register", value: emptyRegister } }).finish().slice(0, -1)
+const varint = (n: number): Uint8Array => {
+  const out: Array<number> = []
+  while (n > 127) {
+    out.push((n & 127) | 128)
+    n >>>= 7
+  }
+  out.push(n)
+  return Uint8Array.from(out)
+}
+/** A task's entry in a Register: a Register holding only that task encodes to exactly it. */
+const encodeReport = (task: SimTask): Uint8Array =>
+  v1.ConnectRequest_Register.encode({
+    ...emptyRegister,
+    tasks: [{ frameworkId: task.frameworkId, task: task.info, ...(task.latest === undefined ? {} : { latestStatus: task.latest }) }]
+  }).finish()
 
 interface SimAgent {
   readonly index: number
   id: string
   target: string
   masterIndex: number
-  call: grpc.ClientDuplexStream<v1.ConnectRequest, v1.ConnectResponse> | undefined
+  call: grpc.ClientDuplexStream<v1.ConnectRequest | Uint8Array, v1.ConnectResponse> | undefined
   registered: boolean
   readonly tasks: Map<string, SimTask>
   outbox: Array<v1.StatusUpdate>
@@ -80,12 +123,12 @@ export const make = (config: SimulatorConfig) =>
 
     // One HTTP/2 connection per group of agents and master: the channel options differ per group,
     // so grpc-js does not fold them all into one connection.
-    const clients = new Map<string, v1.AgentServiceClient>()
+    const clients = new Map<string, SimClient>()
     const clientFor = (target: string, group: number) => {
       const key = `${target}#${group}`
       let client = clients.get(key)
       if (client === undefined) {
-        client = new v1.AgentServiceClient(target, grpc.credentials.createInsecure(), {
+        client = new SimClient(target, grpc.credentials.createInsecure(), {
           ...Grpc.keepaliveOptions,
           "grpc.berth_simulator_group": group,
           "grpc.max_receive_message_length": 64 * 1024 * 1024
@@ -124,9 +167,25 @@ export const make = (config: SimulatorConfig) =>
         setImmediate(() => flush(agent))
       }
     }
+    // Task reports are encoded ahead of time, in batches off the hot path, for the next registration.
+    const stale = new Set<SimTask>()
+    let encoding: ReturnType<typeof setTimeout> | undefined
+    const encodeStale = () => {
+      encoding = undefined
+      let budget = 5000
+      for (const task of stale) {
+        stale.delete(task)
+        task.encoded = encodeReport(task)
+        if (--budget === 0) break
+      }
+      if (stale.size > 0) encoding = setTimeout(encodeStale, 50)
+    }
     const enqueue = (agent: SimAgent, task: SimTask, s: v1.TaskStatus) => {
       task.state = s.state
       task.latest = s
+      task.encoded = undefined
+      stale.add(task)
+      encoding ??= setTimeout(encodeStale, 500)
       task.pending.push(s)
       if (task.pending.length === 1) send(agent, task.frameworkId, s)
     }
@@ -179,7 +238,8 @@ export const make = (config: SimulatorConfig) =>
               state: v1.TaskState.STAGING,
               latest: undefined,
               pending: [],
-              timer: undefined
+              timer: undefined,
+              encoded: undefined
             }
             agent.tasks.set(key, entry)
             enqueue(agent, entry, status(agent, entry, v1.TaskState.STARTING, ""))
@@ -220,7 +280,16 @@ export const make = (config: SimulatorConfig) =>
       // As a real agent does: a standby told which master failed us holds the stream until it leads.
       const metadata = new grpc.Metadata()
       if (agent.lastFailed !== "" && agent.lastFailed !== agent.target) metadata.set(Grpc.LOST_MASTER_HEADER, agent.lastFailed)
-      const call = clientFor(agent.target, Math.floor(agent.index / config.agentsPerConnection)).connect(metadata)
+      // grpc-js records the caller's stack trace for every call, to attach to its error; formatting
+      // 10,000 of them when a master dies costs the simulator more than reconnecting does.
+      const limit = Error.stackTraceLimit
+      Error.stackTraceLimit = 0
+      let call: grpc.ClientDuplexStream<v1.ConnectRequest | Uint8Array, v1.ConnectResponse>
+      try {
+        call = clientFor(agent.target, Math.floor(agent.index / config.agentsPerConnection)).connect(metadata)
+      } finally {
+        Error.stackTraceLimit = limit
+      }
       agent.call = call
       let done = false
       const lost = (leader: string, alive: boolean) => {
@@ -250,30 +319,28 @@ export const make = (config: SimulatorConfig) =>
       call.on("error", (error: grpc.ServiceError) =>
         lost(String(error.metadata?.get("berth-leader")[0] ?? ""), error.metadata?.get(Grpc.LEADER_ALIVE_HEADER)[0] !== undefined))
       call.on("end", () => lost("", false))
-      const reports: Array<v1.TaskReport> = [...agent.tasks.values()].map((t) => ({
-        frameworkId: t.frameworkId,
-        task: t.info,
-        ...(t.latest === undefined ? {} : { latestStatus: t.latest })
-      }))
-      call.write({
-        message: {
-          $case: "register",
-          value: {
-            agentInfo: {
-              agentId: agent.id,
-              hostname: `${config.hostnamePrefix}-${agent.index}`,
-              resources,
-              attributes: attributes[agent.index]!,
-              endpoint: "",
-              version: "0.1.0-simulated"
-            },
-            tasks: reports,
-            frameworks: [],
-            checkpointedResources: [],
-            bootId
-          }
+      // The Register, assembled from its encoded parts: the agent's own fields, then each task.
+      const parts: Array<Uint8Array> = [v1.ConnectRequest_Register.encode({
+        ...emptyRegister,
+        agentInfo: {
+          agentId: agent.id,
+          hostname: `${config.hostnamePrefix}-${agent.index}`,
+          resources,
+          attributes: attributes[agent.index]!,
+          endpoint: "",
+          version: "0.1.0-simulated"
+        },
+        bootId
+      }).finish()]
+      for (const task of agent.tasks.values()) {
+        if (task.encoded === undefined) {
+          stale.delete(task)
+          task.encoded = encodeReport(task)
         }
-      })
+        parts.push(task.encoded)
+      }
+      const length = parts.reduce((n, part) => n + part.length, 0)
+      call.write(Buffer.concat([registerTag, varint(length), ...parts]))
     }
 
     const agents: Array<SimAgent> = Array.from({ length: config.agents }, (_, index) => ({
@@ -293,6 +360,7 @@ export const make = (config: SimulatorConfig) =>
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closed = true
+        if (encoding !== undefined) clearTimeout(encoding)
         for (const agent of agents) {
           if (agent.ping !== undefined) clearInterval(agent.ping)
           for (const task of agent.tasks.values()) if (task.timer !== undefined) clearTimeout(task.timer)

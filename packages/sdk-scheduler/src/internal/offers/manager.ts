@@ -63,6 +63,8 @@ export const make = (
     let suppressed = false
     let resubscribed = false
     let lastReviveAtMs = -Infinity
+    /** Some agent was declined with the long (idle) filter since the last Revive: new work must revive. */
+    let longFiltered = false
     const counters = {
       offersReceived: 0,
       offersAccepted: 0,
@@ -90,8 +92,10 @@ export const make = (
 
     const decline = (ids: ReadonlyArray<string>, refuseSeconds: number) =>
       ids.length === 0 ? Effect.void : Effect.suspend(() => {
-        if (refuseSeconds === refuseIdle) counters.declinedLong += ids.length
-        else counters.declinedShort += ids.length
+        if (refuseSeconds === refuseIdle) {
+          counters.declinedLong += ids.length
+          longFiltered = true
+        } else counters.declinedShort += ids.length
         return logged("Decline", session.decline(ids, { refuseSeconds }))
       })
 
@@ -161,8 +165,10 @@ export const make = (
 
     const adjustSuppression = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      const wanted = pending.size > 0
-      if (wanted && (suppressed || resubscribed)) {
+      const wanted = pending.size > 0 || (options.wantOffers !== undefined && (yield* options.wantOffers))
+      // New work after an idle spell revives: while suppressed, or when agents sit behind the
+      // long filter of idle declines (a Revive also clears the master's decline filters).
+      if (wanted && (suppressed || resubscribed || (pending.size > 0 && longFiltered))) {
         if (!resubscribed && now - lastReviveAtMs < reviveIntervalMs) return now + (reviveIntervalMs - (now - lastReviveAtMs))
         lastReviveAtMs = now
         counters.revives++
@@ -170,6 +176,7 @@ export const make = (
         if (yield* called("Revive", session.revive())) {
           resubscribed = false
           suppressed = false
+          longFiltered = false
         } else return now + reviveIntervalMs
       } else if (!wanted && suppressWhenIdle && (!suppressed || resubscribed)) {
         counters.suppresses++
