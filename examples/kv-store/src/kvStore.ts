@@ -42,6 +42,8 @@ export interface Options {
   readonly replaceAfterMs?: number | undefined
   /** The operator API's port (default 0: any free port). */
   readonly httpPort?: number | undefined
+  /** Run as one of several replicas sharing `state`; the leader's lease lives this long. */
+  readonly leaseTtlSeconds?: number | undefined
 }
 
 /** The spec with an instance count and a version (a new version is a config change: a rolling update). */
@@ -51,12 +53,14 @@ export const spec = (options: { readonly count?: number | undefined; readonly ve
   )
 
 /** The whole scheduler (session, offers, task lifecycle, service runtime) on SQLite, with its operator API. */
-export const layer = (options: Options) =>
-  OperatorHttp.layer({ port: options.httpPort }).pipe(
-    Layer.provideMerge(ServiceScheduler.layerStack({
-      spec: spec(options),
-      master: options.master,
-      failurePolicy: { permanentAfterMs: options.replaceAfterMs }
-    })),
+export const layer = (
+  options: Options
+): Layer.Layer<ServiceScheduler.ServiceScheduler | OperatorHttp.OperatorHttp, ServiceScheduler.HaError | OperatorHttp.OperatorHttpError> => {
+  const stack = { spec: spec(options), master: options.master, failurePolicy: { permanentAfterMs: options.replaceAfterMs } }
+  return OperatorHttp.layer({ port: options.httpPort }).pipe(
+    Layer.provideMerge(options.leaseTtlSeconds === undefined
+      ? ServiceScheduler.layerStack(stack)
+      : ServiceScheduler.layerHa({ ...stack, leaseTtl: `${options.leaseTtlSeconds} seconds` })),
     Layer.provide(StateStore.layerSqlite({ path: options.state }))
   )
+}

@@ -12,7 +12,8 @@ const { values } = parseArgs({
     state: { type: "string", default: "kv-store.db" },
     count: { type: "string", default: "3" },
     version: { type: "string", default: "1" },
-    http: { type: "string", default: "0" }
+    http: { type: "string", default: "0" },
+    "lease-ttl": { type: "string" } // with several replicas on one state file: one leads
   }
 })
 
@@ -27,6 +28,6 @@ Effect.gen(function*() {
   console.log(`operator API on ${(yield* OperatorHttp.OperatorHttp).url}`)
   yield* report.pipe(Effect.repeat(Schedule.spaced("500 millis")))
 }).pipe(
-  Effect.provide(KvStore.layer({ master: values.master, state: values.state, count: Number(values.count), version: values.version, httpPort: Number(values.http) })),
+  Effect.provide(KvStore.layer({ master: values.master, state: values.state, count: Number(values.count), version: values.version, httpPort: Number(values.http), leaseTtlSeconds: values["lease-ttl"] === undefined ? undefined : Number(values["lease-ttl"]) })),
   NodeRuntime.runMain
 )

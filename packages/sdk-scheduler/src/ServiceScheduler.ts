@@ -243,6 +243,19 @@ const decodeSpec = (input: unknown) => Effect.flatMap(ServiceSpec.decode(input),
 const configIdOf = (spec: ServiceSpec.ServiceSpec) =>
   createHash("sha256").update(JSON.stringify(Schema.encodeSync(ServiceSpec.ServiceSpec)(spec))).digest("hex").slice(0, 16)
 
+/**
+ * `ServiceSpec.podFingerprint`, computed once per spec object and pod: an evaluation asks for it
+ * once per instance, and it hashes the pod's whole spec.
+ */
+const fingerprints = new WeakMap<ServiceSpec.ServiceSpec, Map<string, string>>()
+const fingerprintOf = (spec: ServiceSpec.ServiceSpec, pod: string): string => {
+  let byPod = fingerprints.get(spec)
+  if (byPod === undefined) fingerprints.set(spec, byPod = new Map())
+  let fingerprint = byPod.get(pod)
+  if (fingerprint === undefined) byPod.set(pod, fingerprint = ServiceSpec.podFingerprint(spec, pod))
+  return fingerprint
+}
+
 const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 
 const mainTaskOf = (pod: ServiceSpec.PodSpec): string | undefined =>
@@ -333,6 +346,8 @@ const make = (
     const live = (t: TaskLifecycle.TaskRecord | undefined): t is TaskLifecycle.TaskRecord => t !== undefined && !TaskLifecycle.isTerminal(t.state)
 
     let lastReleaseRevive = 0
+    /** The in-place launch spec registered with the lifecycle per instance (see the tick). */
+    const registered = new Map<string, string>()
     const hostsInUse = new Map<string, { readonly pod: string; readonly hostname: string }>()
     const requirementOf = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, id: string) => {
       const base = ServiceSpec.requirement(spec, r.pod, r.index, { existing: r.placed, generation: r.generation, id })
@@ -558,7 +573,7 @@ const make = (
             if (s.status !== "COMPLETE") return true
             const r = records.get(s.step)
             const pod = ServiceSpec.parseInstance(s.step)?.pod
-            return r !== undefined && pod !== undefined && spec.pods[pod] !== undefined && r.fingerprint === ServiceSpec.podFingerprint(spec, pod)
+            return r !== undefined && pod !== undefined && spec.pods[pod] !== undefined && r.fingerprint === fingerprintOf(spec, pod)
           })
         }
         return Plan.view(plan, stored, yield* planStore.overrides(plan.name))
@@ -579,7 +594,7 @@ const make = (
           case "deploy":
           case "update": {
             const parsed = ServiceSpec.parseInstance(instance!)!
-            const fingerprint = ServiceSpec.podFingerprint(spec, parsed.pod)
+            const fingerprint = fingerprintOf(spec, parsed.pod)
             let r = records.get(instance!) ?? newRecord(instance!, parsed.pod, parsed.index, now)
             if (r.launchFingerprint !== fingerprint || r.launchSince === undefined) {
               r = { ...r, launchFingerprint: fingerprint, launchConfigId: configId, launchSince: now, recovery: undefined }
@@ -601,7 +616,7 @@ const make = (
             const own = yield* specOf(r.configId, spec)
             if (own.pods[r.pod] === undefined) return "COMPLETE"
             const out = yield* ensure(own, r, all, {
-              fingerprint: r.fingerprint ?? ServiceSpec.podFingerprint(own, r.pod),
+              fingerprint: r.fingerprint ?? fingerprintOf(own, r.pod),
               since: r.recovery.requestedAt,
               runInit: false,
               replace: r.recovery.kind === "replace",
@@ -738,9 +753,14 @@ const make = (
           }
           if (r.recovery === undefined && r.placed && live(t)) {
             // After a scheduler restart the lifecycle knows no spec: register the in-place one, so
-            // that a transient failure is relaunched on the same reservation and volumes.
-            const own = yield* specOf(r.configId, spec)
-            if (own.pods[r.pod] !== undefined) yield* tasks.launch([mainSpec(own, r, r.fingerprint!)])
+            // that a transient failure is relaunched on the same reservation and volumes. Once
+            // per task attempt and record state: building the spec is costly at a thousand pods.
+            const key = `${t.taskId}|${r.generation}|${r.fingerprint}|${r.configId}|${r.agentId}|${r.hostname}`
+            if (registered.get(r.instance) !== key) {
+              const own = yield* specOf(r.configId, spec)
+              if (own.pods[r.pod] !== undefined) yield* tasks.launch([mainSpec(own, r, r.fingerprint!)])
+              registered.set(r.instance, key)
+            }
           }
         }
         if (changed) {
@@ -920,7 +940,7 @@ const make = (
             agentId: r?.agentId ?? t?.agentId,
             hostname: r?.hostname ?? hostnames.get(instance),
             generation: r?.generation ?? 0,
-            upToDate: r !== undefined && spec.pods[parsed.pod] !== undefined && r.fingerprint === ServiceSpec.podFingerprint(spec, parsed.pod),
+            upToDate: r !== undefined && spec.pods[parsed.pod] !== undefined && r.fingerprint === fingerprintOf(spec, parsed.pod),
             recovering: r?.recovery?.kind
           }
         })
@@ -1046,6 +1066,9 @@ export const layerStack = (options: StackOptions): Layer.Layer<ServiceScheduler,
       }
     })
     const offersLayer = OfferManager.layer({
+      // A service goes idle between the steps of a rolling update (and suppresses): the next
+      // step's Revive should not wait the offer manager's default 5 s.
+      reviveInterval: "1 second",
       ...options.offers,
       principal: ServiceSpec.principalOf(spec),
       // Idle with nothing to release: suppressed (no offer for hours, however long it stays
@@ -1103,7 +1126,16 @@ export interface HaOptions extends StackOptions {
   readonly leaseTtl?: Duration.Input | undefined
 }
 
-/** The key replicas of a service campaign on. */
+/**
+ * Why {@link layerHa} could not be built: the stack's reasons, or the leader's lease ending
+ * while it was being taken.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type HaError = StackError | StoreError.LeaseExpired
+
+/** The key the replicas of a service campaign on (in the un-namespaced store). @since 0.1.0 @category constructors */
 export const leaderKey = (service: string): string => `services/${encodeURIComponent(service)}/ha/leader`
 
 /**
@@ -1138,7 +1170,7 @@ export const leaderKey = (service: string): string => `services/${encodeURICompo
  */
 export const layerHa = (
   options: HaOptions
-): Layer.Layer<ServiceScheduler | Leadership, StackError | StoreError.StoreError | StoreError.LeaseExpired, StateStore.StateStore> =>
+): Layer.Layer<ServiceScheduler | Leadership, HaError, StateStore.StateStore> =>
   Layer.effectContext(Effect.gen(function*() {
     const spec = yield* decodeSpec(options.spec)
     const key = leaderKey(spec.name)

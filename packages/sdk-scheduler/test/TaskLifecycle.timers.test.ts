@@ -87,6 +87,9 @@ describe("TaskLifecycle timers", () => {
       yield* tasks.reconciled
       yield* tasks.launch([spec("b-0")])
       const delays: Array<number> = []
+      // The record of the previous attempt's wait may still be there when the failure is sent:
+      // only a newer `notBeforeMs` is this attempt's.
+      let previousNotBefore = -1
       for (let k = 1; k <= 5; k++) {
         yield* sendOffer(master, k)
         yield* until(`b-0.${k} accepted`, () => launchedIds(master).includes(`b-0.${k}`))
@@ -94,8 +97,10 @@ describe("TaskLifecycle timers", () => {
         yield* Effect.sync(() => master.send({ $case: "update", value: { statuses: [status(`b-0.${k}`, v1.TaskState.FAILED, k)] } }))
         const record = yield* eventually(
           `b-0 waiting for attempt ${k + 1}`,
-          Effect.map(stack.offers.whyNot("b-0"), (r) => (Option.isSome(r) && r.value.notBeforeMs !== undefined ? r.value : undefined))
+          Effect.map(stack.offers.whyNot("b-0"), (r) =>
+            Option.isSome(r) && r.value.notBeforeMs !== undefined && r.value.notBeforeMs > previousNotBefore ? r.value : undefined)
         )
+        previousNotBefore = record.notBeforeMs!
         const after = Date.now()
         const expected = TaskLifecycle.backoffMs(k, initialMs, maxMs)
         delays.push(expected)
