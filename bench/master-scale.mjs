@@ -5,6 +5,9 @@
 // every agent re-registered. Prints one JSON object as its last line:
 // {"agents":10000,"tasks":100000,"rssBytes":…,"failoverSeconds":…}
 // Targets (issue 3): rssBytes ≤ 1 GiB, failoverSeconds ≤ 10.
+// Flags: --agents, --tasks, --simulators, --leader-lease (sizes and the lease; defaults as above,
+// lease 5 s, the master's default), --profile DIR (CPU profiles of the new leader and the
+// simulators). Stderr gets a failover timeline and the masters' leadership lines.
 import * as grpc from "@grpc/grpc-js"
 import { Resources, v1 } from "@berth/proto"
 import { SchedulerSession } from "@berth/sdk-scheduler"
