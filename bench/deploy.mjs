@@ -9,11 +9,11 @@
 import { ServiceScheduler } from "@berth/sdk-scheduler"
 import { StateStore } from "@berth/storage"
 import { Context, Effect, Layer } from "effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Daemons from "./lib/daemon.mjs"
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -23,7 +23,8 @@ const agents = arg("agents", 1_000)
 const pods = arg("pods", 1_000)
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "berth-deploy-bench-"))
-const children = []
+const daemons = Daemons.make()
+const children = daemons.children
 const deadline = setTimeout(() => {
   console.error("deploy bench: deadline reached")
   for (const c of children) c.kill("SIGKILL")
@@ -31,18 +32,7 @@ const deadline = setTimeout(() => {
 }, 300_000)
 
 /** Starts `berth <args>` and resolves with the first stdout line matching `pattern`. */
-const daemon = (args, pattern) =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [berth, ...args], { stdio: ["ignore", "pipe", "inherit"] })
-    children.push(child)
-    let buffered = ""
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk
-      const match = pattern.exec(buffered)
-      if (match !== null) resolve({ child, match })
-    })
-    child.on("exit", (code) => reject(new Error(`berth ${args[0]} exited with ${code}`)))
-  })
+const daemon = (args, pattern) => daemons.start(berth, args, pattern)
 
 const spec = {
   name: "deploy-bench",

@@ -6,8 +6,8 @@
 import { Resources, TaskStates, v1 } from "@berth/proto"
 import { SchedulerSession } from "@berth/sdk-scheduler"
 import { Context, Effect, Layer, Stream } from "effect"
-import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import * as Daemons from "./lib/daemon.mjs"
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -17,7 +17,8 @@ const agents = arg("agents", 100)
 const tasks = arg("tasks", 20_000)
 const perAccept = arg("per-accept", 500)
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
-const children = []
+const daemons = Daemons.make()
+const children = daemons.children
 const deadline = setTimeout(() => {
   console.error("launch bench: deadline reached")
   for (const c of children) c.kill("SIGKILL")
@@ -25,18 +26,7 @@ const deadline = setTimeout(() => {
 }, 240_000)
 
 /** Starts `berth <args>` and resolves with the first stdout line matching `pattern`. */
-const daemon = (args, pattern) =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [berth, ...args], { stdio: ["ignore", "pipe", "inherit"] })
-    children.push(child)
-    let buffered = ""
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk
-      const match = pattern.exec(buffered)
-      if (match !== null) resolve({ child, match })
-    })
-    child.on("exit", (code) => reject(new Error(`berth ${args[0]} exited with ${code}`)))
-  })
+const daemon = (args, pattern) => daemons.start(berth, args, pattern)
 
 const main = async () => {
   const { match } = await daemon(["master", "--port", "0", "--state", "memory:"], /listening on (\S+)/)

@@ -7,12 +7,12 @@
 // same with Accept-Encoding: gzip).
 // Targets (issue 8): deploySeconds ≤ 10 (Marathon 0.15 took 14.2 s for 500), getAppsP99Ms ≤ 20.
 // The simulated agents report no health checks, so "healthy" here means RUNNING (the app has none).
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Daemons from "./lib/daemon.mjs"
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -25,25 +25,15 @@ const samples = arg("samples", 500)
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
 const marathon = fileURLToPath(new URL("../apps/marathon-like/dist/bin/marathon-like.js", import.meta.url))
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-marathon-"))
-const children = []
+const daemons = Daemons.make()
+const children = daemons.children
 const deadline = setTimeout(() => {
   console.error("marathon bench: deadline reached")
   for (const c of children) c.kill("SIGKILL")
   process.exit(1)
 }, 300_000)
 
-const daemon = (args, pattern, bin = berth) =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "inherit"] })
-    children.push(child)
-    let buffered = ""
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk
-      const match = pattern.exec(buffered)
-      if (match !== null) resolve({ child, match })
-    })
-    child.on("exit", (code) => reject(new Error(`berth ${args[0]} exited with ${code}`)))
-  })
+const daemon = (args, pattern, bin = berth) => daemons.start(bin, args, pattern)
 
 const call = async (base, method, p, body) => {
   const res = await fetch(base + p, { method, headers: { "Content-Type": "application/json" }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })

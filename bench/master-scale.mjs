@@ -12,11 +12,11 @@ import * as grpc from "@grpc/grpc-js"
 import { Resources, v1 } from "@berth/proto"
 import { SchedulerSession } from "@berth/sdk-scheduler"
 import { Context, Effect, Layer, Stream } from "effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Daemons from "./lib/daemon.mjs"
 
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -32,7 +32,8 @@ const profileIndex = process.argv.indexOf("--profile")
 const profileDir = profileIndex < 0 ? undefined : path.resolve(process.argv[profileIndex + 1])
 const berth = fileURLToPath(new URL("../packages/cluster-core/dist/bin/berth.js", import.meta.url))
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "berth-scale-"))
-const children = []
+const daemons = Daemons.make()
+const children = daemons.children
 const log = (...a) => console.error(`[master-scale ${new Date().toISOString().slice(11, 19)}]`, ...a)
 const deadline = setTimeout(() => {
   log("deadline reached")
@@ -47,21 +48,12 @@ const cleanup = () => {
 // MASTER_SCALE_NODE_FLAGS: extra node flags for every berth process (diagnosis, e.g. `--require`).
 const extraFlags = (process.env.MASTER_SCALE_NODE_FLAGS ?? "").split(" ").filter((a) => a !== "")
 const daemon = (args, pattern, nodeFlags = []) =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--max-old-space-size=4096", ...extraFlags, ...nodeFlags, berth, ...args], {
-      stdio: ["ignore", "pipe", "inherit"]
-    })
-    children.push(child)
-    let buffered = ""
-    child.stdout.on("data", (chunk) => {
-      // Leadership changes (and how many agents a standby held) go to stderr with the timings.
+  daemons.start(berth, args, pattern, {
+    nodeFlags: ["--max-old-space-size=4096", ...extraFlags, ...nodeFlags],
+    // Leadership changes (and how many agents a standby held) go to stderr with the timings.
+    onChunk: (chunk) => {
       if (args[0] === "master" && /leading|held|leadership/.test(chunk)) process.stderr.write(chunk)
-      if (buffered.length > 65536) return
-      buffered += chunk
-      const match = pattern.exec(buffered)
-      if (match !== null) resolve({ child, match })
-    })
-    child.on("exit", (code, signal) => reject(new Error(`berth ${args[0]} exited with ${code ?? signal}`)))
+    }
   })
 
 const rssBytes = (pid) => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]) * 1024

@@ -33,7 +33,7 @@
  */
 import { ConfigStore, Election, FrameworkStore, PlanStore, StateStore, TypedStore } from "@berth/storage"
 import type { StoreError } from "@berth/storage"
-import { Clock, Context, Duration, Effect, Exit, Layer, Option, Queue, Schema, Scope, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Layer, Option, Queue, Schema, Scope, Semaphore, Stream } from "effect"
 import { hostname } from "node:os"
 import { createHash } from "node:crypto"
 import * as OfferManager from "./OfferManager.ts"
@@ -300,6 +300,7 @@ const make = (
     const orDieSchema = <A, E>(effect: Effect.Effect<A, E>) =>
       Effect.catchIf(effect, (e: any): e is any => e?._tag !== "StoreError", (e) => Effect.die(e)) as Effect.Effect<A, StoreError.StoreError>
 
+    const recordsLock = Semaphore.makeUnsafe(1)
     const saveRecord = (r: InstanceRecord) => orDieSchema(instances.put(r.instance, r))
     const loadRecords = Effect.map(orDieSchema(instances.list()), (es) => new Map(es.map((e) => [e.key, e.value])))
     const meta = Effect.map(orDieSchema(metaStore.get("meta")), (o) => Option.getOrElse(Option.map(o, (e) => e.value), (): typeof Meta.Type => ({ uninstalling: false })))
@@ -822,7 +823,10 @@ const make = (
       if (newWork) yield* offers.poke
     })
 
-    const runTick = tick.pipe(
+    // A tick reads every instance record once and writes back the ones it changed: an operator
+    // command (restart, replace) written meanwhile would be overwritten by the tick's older copy.
+    // Commands and ticks take turns.
+    const runTick = recordsLock.withPermit(tick).pipe(
       Effect.catchCause((cause) => Effect.logWarning("service runtime: plan evaluation failed; retrying", cause))
     )
 
@@ -879,7 +883,7 @@ const make = (
     const poke = <A, E>(effect: Effect.Effect<A, E>) => Effect.tap(effect, () => Queue.offer(wake, undefined))
 
     const podCommand = (instance: string, kind: "restart" | "replace") =>
-      poke(Effect.gen(function*() {
+      poke(recordsLock.withPermit(Effect.gen(function*() {
         const records = yield* loadRecords
         const r = records.get(instance)
         if (r === undefined || r.retiring === true) {
@@ -888,7 +892,7 @@ const make = (
         const now = yield* Clock.currentTimeMillis
         yield* saveRecord({ ...r, recovery: { kind, requestedAt: now } })
         yield* planStore.setStepStatus("recovery", "recovery", instance, "PENDING", `${kind} requested by the operator`)
-      }))
+      })))
 
     const service: Service = {
       spec: Effect.map(target, (t) => t.spec),

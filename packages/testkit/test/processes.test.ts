@@ -147,6 +147,22 @@ describe("TestCluster, processes backend", () => {
       expect(fs.existsSync(workDir)).toBe(false)
     }), 40_000)
 
+  it.live("mutual TLS with authentication: the berth processes get the flags, the agent registers, an authenticated framework subscribes", () =>
+    Effect.gen(function*() {
+      const cluster = yield* TestCluster.make({ backend: "processes", agents: 1, tls: "mutual", authentication: true })
+      // The agent presented its certificate and credentials: it is ACTIVE at the master.
+      const state = yield* cluster.waitFor("the agent ACTIVE", (s) => s.agents.length === 1)
+      expect(state.master?.leading).toBe(true)
+      const framework = yield* Framework.open(cluster.master, "secured", {}, {
+        tls: cluster.security.tls,
+        ...(cluster.security.credentials?.framework === undefined ? {} : { credentials: cluster.security.credentials.framework })
+      })
+      const after = yield* cluster.operator.state
+      expect(after.frameworks.map((f) => f.info?.frameworkId)).toEqual([framework.frameworkId])
+      // The secrets the processes read are not readable by others.
+      expect(fs.statSync(path.join(cluster.workDir, "security", "agent-secret")).mode & 0o077).toBe(0)
+    }), 60_000)
+
   it.live("a paused agent turns UNREACHABLE, and its task RUNNING again once it resumes; nothing is killed", () =>
     Effect.gen(function*() {
       const cluster = yield* TestCluster.make({

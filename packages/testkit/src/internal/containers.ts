@@ -48,7 +48,7 @@ import * as EventLog from "./eventLog.ts"
 import * as Images from "./images.ts"
 import * as Leader from "./leader.ts"
 import * as Procfs from "./procfs.ts"
-import { secure } from "./security.ts"
+import { commandLineFlags, secure } from "./security.ts"
 
 /** Set on every container and network of every cluster (value "cluster"). */
 export const LABEL = "berth.testkit"
@@ -387,40 +387,8 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
     }
 
     // --------------------------------------------------------------------- security flags
-    const securityFlags = (() => {
-      const master: Array<string> = []
-      const agent: Array<string> = []
-      const tls = security.master.tls
-      if (tls !== undefined) {
-        master.push("--tls-cert", tls.certFile, "--tls-key", tls.keyFile)
-        if (tls.caFile !== undefined) master.push("--tls-ca", tls.caFile)
-      }
-      if (security.client.credentialsFile !== undefined) master.push("--credentials", security.client.credentialsFile)
-      const auth = security.authentication
-      if (auth !== undefined) {
-        const kinds = (["frameworks", "operators", "agents"] as const).filter((k) => auth[k])
-        master.push("--authenticate", kinds.length === 0 ? "none" : kinds.join(","))
-      }
-      if (options.acls !== undefined) {
-        const file = path.join(workDir, "security", "acls.json")
-        fs.mkdirSync(path.dirname(file), { recursive: true })
-        fs.writeFileSync(file, JSON.stringify(options.acls, null, 2), { mode: 0o644 })
-        master.push("--acls", file)
-      }
-      const clientTls = security.client.tls
-      if (clientTls !== undefined) {
-        agent.push("--tls-ca", String(clientTls.ca))
-        if (clientTls.cert !== undefined && clientTls.key !== undefined) agent.push("--tls-cert", String(clientTls.cert), "--tls-key", String(clientTls.key))
-      }
-      const agentCredentials = security.client.credentials?.agent
-      if (agentCredentials !== undefined && auth?.agents !== false) {
-        const file = path.join(workDir, "security", "agent-secret")
-        fs.mkdirSync(path.dirname(file), { recursive: true })
-        fs.writeFileSync(file, agentCredentials.secret, { mode: 0o600 })
-        agent.push("--principal", agentCredentials.principal, "--secret-file", file)
-      }
-      return { master, agent }
-    })()
+    // Files the container reads are mode 0644: its berth process need not be the owner.
+    const securityFlags = commandLineFlags(security, options, workDir, 0o644)
 
     /** A master or agent container: its supervisor runs `berth <args>`. */
     const supervised = (

@@ -18,7 +18,7 @@ import * as EventLog from "./eventLog.ts"
 import * as Leader from "./leader.ts"
 import * as Procfs from "./procfs.ts"
 import * as Proxy from "./proxy.ts"
-import { secure } from "./security.ts"
+import { commandLineFlags, secure } from "./security.ts"
 
 /** `berth master` flags for the master settings that have one. */
 const masterFlags = (config: Partial<Master.Config>): Effect.Effect<Array<string>, InvalidOptions> =>
@@ -124,40 +124,7 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
       )
     )
 
-    const securityFlags = (() => {
-      const master: Array<string> = []
-      const agent: Array<string> = []
-      const tls = security.master.tls
-      if (tls !== undefined) {
-        master.push("--tls-cert", tls.certFile, "--tls-key", tls.keyFile)
-        if (tls.caFile !== undefined) master.push("--tls-ca", tls.caFile)
-      }
-      if (security.client.credentialsFile !== undefined) master.push("--credentials", security.client.credentialsFile)
-      const auth = security.authentication
-      if (auth !== undefined) {
-        const kinds = (["frameworks", "operators", "agents"] as const).filter((k) => auth[k])
-        master.push("--authenticate", kinds.length === 0 ? "none" : kinds.join(","))
-      }
-      if (options.acls !== undefined) {
-        const file = path.join(workDir, "security", "acls.json")
-        fs.mkdirSync(path.dirname(file), { recursive: true })
-        fs.writeFileSync(file, JSON.stringify(options.acls, null, 2), { mode: 0o600 })
-        master.push("--acls", file)
-      }
-      const clientTls = security.client.tls
-      if (clientTls !== undefined) {
-        agent.push("--tls-ca", String(clientTls.ca))
-        if (clientTls.cert !== undefined && clientTls.key !== undefined) agent.push("--tls-cert", String(clientTls.cert), "--tls-key", String(clientTls.key))
-      }
-      const agentCredentials = security.client.credentials?.agent
-      if (agentCredentials !== undefined && auth?.agents !== false) {
-        const file = path.join(workDir, "security", "agent-secret")
-        fs.mkdirSync(path.dirname(file), { recursive: true })
-        fs.writeFileSync(file, agentCredentials.secret, { mode: 0o600 })
-        agent.push("--principal", agentCredentials.principal, "--secret-file", file)
-      }
-      return { master, agent }
-    })()
+    const securityFlags = commandLineFlags(security, options, workDir, 0o600)
 
     const daemon = (name: string, args: () => ReadonlyArray<string>, ready: RegExp) => {
       const d = Daemon.make({

@@ -3,6 +3,7 @@ import type { Master, Security } from "@berth/cluster-core"
 import { Effect } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
+import * as fsSync from "node:fs"
 import * as path from "node:path"
 import * as Certificates from "../Certificates.ts"
 import type { ClusterSecurity, Options } from "../TestCluster.ts"
@@ -77,3 +78,44 @@ export const secure = (workDir: string, options: Options): Effect.Effect<Secured
     return { master, client, authentication, certificates }
   })
 
+
+/**
+ * The `berth master` and `berth agent` flags for a secured cluster (TLS material, credentials,
+ * authentication, ACLs), for the backends that start `berth` commands. Secrets are written under
+ * `workDir/security` with mode 0600; the ACL file with `aclMode` (a container may read it as
+ * another user).
+ */
+export const commandLineFlags = (security: Secured, options: Options, workDir: string, aclMode: number) => {
+  const master: Array<string> = []
+  const agent: Array<string> = []
+  const tls = security.master.tls
+  if (tls !== undefined) {
+    master.push("--tls-cert", tls.certFile, "--tls-key", tls.keyFile)
+    if (tls.caFile !== undefined) master.push("--tls-ca", tls.caFile)
+  }
+  if (security.client.credentialsFile !== undefined) master.push("--credentials", security.client.credentialsFile)
+  const auth = security.authentication
+  if (auth !== undefined) {
+    const kinds = (["frameworks", "operators", "agents"] as const).filter((k) => auth[k])
+    master.push("--authenticate", kinds.length === 0 ? "none" : kinds.join(","))
+  }
+  if (options.acls !== undefined) {
+    const file = path.join(workDir, "security", "acls.json")
+    fsSync.mkdirSync(path.dirname(file), { recursive: true })
+    fsSync.writeFileSync(file, JSON.stringify(options.acls, null, 2), { mode: aclMode })
+    master.push("--acls", file)
+  }
+  const clientTls = security.client.tls
+  if (clientTls !== undefined) {
+    agent.push("--tls-ca", String(clientTls.ca))
+    if (clientTls.cert !== undefined && clientTls.key !== undefined) agent.push("--tls-cert", String(clientTls.cert), "--tls-key", String(clientTls.key))
+  }
+  const agentCredentials = security.client.credentials?.agent
+  if (agentCredentials !== undefined && auth?.agents !== false) {
+    const file = path.join(workDir, "security", "agent-secret")
+    fsSync.mkdirSync(path.dirname(file), { recursive: true })
+    fsSync.writeFileSync(file, agentCredentials.secret, { mode: 0o600 })
+    agent.push("--principal", agentCredentials.principal, "--secret-file", file)
+  }
+  return { master, agent }
+}
