@@ -4,6 +4,7 @@
  */
 import { Effect, Exit, Scope, Stream } from "effect"
 import * as Operator from "../Operator.ts"
+import * as EventLog from "./eventLog.ts"
 
 export interface Endpoint {
   readonly name: string
@@ -80,4 +81,29 @@ export const following = <M extends Endpoint>(
       events: Stream.unwrap(Effect.map(find, (leader) =>
         Stream.unwrap(Effect.map(Operator.make(leader?.endpoint() ?? masters[0]!.endpoint(), options), (o) => o.events))))
     } satisfies Operator.Operator
+  })
+
+/**
+ * What the backends that run masters as processes or containers derive from their masters: who
+ * leads (probed over gRPC), an operator client that follows the leader, and the cluster event
+ * log fed from the leader's event stream (with the agent names it learns).
+ */
+export const observe = <M extends { readonly name: string; readonly endpoint: string }>(
+  masters: ReadonlyArray<M>,
+  options: Operator.Options,
+  events: EventLog.MutableEventLog
+): Effect.Effect<{ readonly leader: Effect.Effect<M | undefined>; readonly operator: Operator.Operator; readonly names: Map<string, string> }, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    // Endpoints read when asked: a restarted master may listen elsewhere.
+    const endpoints = masters.map((m, index) => ({ name: m.name, index, endpoint: () => m.endpoint }))
+    const leader = Effect.map(probe(endpoints, options), (found) => (found === undefined ? undefined : masters[found.index]))
+    const operator = yield* following(endpoints, options)
+    const names = new Map<string, string>()
+    yield* EventLog.follow(
+      events,
+      Effect.map(probe(endpoints, options), (found) =>
+        found === undefined ? undefined : { name: found.name, operator: Operator.make(found.endpoint(), options) }),
+      names
+    ).pipe(Effect.forkScoped)
+    return { leader, operator, names }
   })

@@ -9,7 +9,6 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type * as Operator from "../Operator.ts"
-import * as OperatorModule from "../Operator.ts"
 import type { ClusterAgent, ClusterEtcd, ClusterMaster, MakeError, Options, TestCluster } from "../TestCluster.ts"
 import { InvalidOptions, ProcessError, UnsupportedFault } from "../TestClusterError.ts"
 import * as Common from "./common.ts"
@@ -177,17 +176,7 @@ export const make = (options: Options): Effect.Effect<TestCluster, MakeError, Sc
     }
     const masterList = masters.map((m) => m.endpoint).join(",")
     const clientOptions: Operator.Options = { tls: security.client.tls, credentials: security.client.credentials?.operator }
-    const endpoints = masters.map((m) => ({ ...m, endpoint: () => m.endpoint }))
-    const leader = Effect.map(Leader.probe(endpoints, clientOptions), (found) => (found === undefined ? undefined : masters[found.index]))
-    const operator = yield* Leader.following(endpoints, clientOptions)
-
-    const names = new Map<string, string>()
-    yield* EventLog.follow(
-      events,
-      Effect.map(Leader.probe(endpoints, clientOptions), (found) =>
-        found === undefined ? undefined : { name: found.name, operator: OperatorModule.make(found.endpoint(), clientOptions) }),
-      names
-    ).pipe(Effect.forkScoped)
+    const { leader, operator, names } = yield* Leader.observe(masters, clientOptions, events)
 
     const agents: Array<ClusterAgent> = []
     for (let index = 0; index < agentCount; index++) {

@@ -242,10 +242,22 @@ export const make = (
 
     yield* hub.register("TaskLifecycle", (event) => {
       switch (event.$case) {
-        case "update":
-          return Effect.forEach(event.value.statuses, (status) =>
-            Effect.flatMap(onStatus(status), (ok) =>
-              ok && status.uuid.length > 0 ? fork("Acknowledge", session.acknowledge(status)) : Effect.void), { discard: true })
+        case "update": {
+          // Each status is persisted before it is acknowledged, one store write each: tasks are
+          // handled concurrently so their writes share the store's group commits (one fsync for
+          // many), while one task's updates stay in order.
+          const byTask = new Map<string, Array<v1.TaskStatus>>()
+          for (const status of event.value.statuses) {
+            const list = byTask.get(status.taskId)
+            if (list === undefined) byTask.set(status.taskId, [status])
+            else list.push(status)
+          }
+          return Effect.forEach(byTask.values(), (statuses) =>
+            Effect.forEach(statuses, (status) =>
+              Effect.flatMap(onStatus(status), (ok) =>
+                ok && status.uuid.length > 0 ? fork("Acknowledge", session.acknowledge(status)) : Effect.void), { discard: true }),
+            { concurrency: 64, discard: true })
+        }
         case "subscribed":
           return startReconciliation
         default:
