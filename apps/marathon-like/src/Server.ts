@@ -7,7 +7,7 @@
  */
 import { SchedulerSession } from "@berth/sdk-scheduler"
 import { Election, StateStore, type StoreError, Txn } from "@berth/storage"
-import { Context, Deferred, type Duration, Effect, Fiber, Layer, Option, Schedule, Schema, type Scope, Semaphore, Stream } from "effect"
+import { Clock, Context, Deferred, type Duration, Effect, Fiber, Layer, Option, Schedule, Schema, type Scope, Semaphore, Stream } from "effect"
 import * as http from "node:http"
 import { promisify } from "node:util"
 import * as zlib from "node:zlib"
@@ -124,7 +124,9 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
     const frameworkName = options.frameworkName ?? "marathon-like"
     const role = options.role ?? "marathon"
     const maxBody = options.maxBodyBytes ?? 1024 * 1024
-    const now = () => Date.now()
+    // The scheduler core and the event bus take time from the Effect Clock (testable, virtual).
+    const clock = yield* Clock.Clock
+    const now = () => clock.currentTimeMillisUnsafe()
     // Ids start from the clock so they keep increasing across leader changes (Last-Event-ID resume).
     const bus = new EventBus(10_000)
     bus.startAfter(now() * 1000)
