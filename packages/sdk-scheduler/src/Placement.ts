@@ -87,9 +87,11 @@ export type WhyNot = typeof WhyNot.Type
 /**
  * A requirement with the task (LAUNCH) or task group (LAUNCH_GROUP) to launch. Without `task`
  * and `group`, a LAUNCH of a task named and identified by the requirement's id (no command:
- * set one). With `group`, the requirement's resources, ports and volumes go on the group's
- * first task (every task of the group shares the sandbox and its volumes) and the executor is
- * sent with no resources of its own (the default executor runs inside the agent).
+ * set one). With `group`, a task that declares scalar resources (`cpus`, `mem`, `disk`, `gpus`)
+ * gets those amounts out of the requirement's resources (with their reservation); what is left,
+ * with the ports and volumes, goes on the group's first task (every task of the group shares the
+ * sandbox and its volumes). The executor is sent with no resources of its own (the default
+ * executor runs inside the agent).
  *
  * @since 0.1.0
  * @category models

@@ -119,16 +119,36 @@ export interface PodStatus {
   readonly instance: string
   readonly pod: string
   readonly index: number
-  /** The latest task of its RUNNING task, if any. */
+  /**
+   * The latest attempt of its RUNNING task(s), as one: the least advanced live task of the
+   * attempt (RUNNING once all run), ready once every task is.
+   */
   readonly taskId?: string | undefined
   readonly state?: TaskLifecycle.State | undefined
   readonly ready?: boolean | undefined
+  /** Each task of that attempt (one, or every task of the pod's group). */
+  readonly tasks: ReadonlyArray<PodTaskStatus>
   readonly agentId?: string | undefined
   readonly hostname?: string | undefined
   readonly generation: number
   /** Runs the target configuration. */
   readonly upToDate: boolean
   readonly recovering?: "restart" | "replace" | undefined
+}
+
+/**
+ * One task of a pod instance's latest attempt.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PodTaskStatus {
+  /** The task's name in the pod spec. */
+  readonly name: string
+  readonly taskId: string
+  readonly state: TaskLifecycle.State
+  readonly ready?: boolean | undefined
+  readonly healthy?: boolean | undefined
 }
 
 /**
@@ -229,16 +249,7 @@ export interface Options {
 /** How many instances one plan evaluation works on at once. */
 const TICK_CONCURRENCY = 128
 
-const ONE_RUNNING = "this scheduler runs at most one RUNNING task per pod instance; split the pod"
-
-const runtimeChecks = (spec: ServiceSpec.ServiceSpec): Effect.Effect<ServiceSpec.ServiceSpec, ServiceSpec.ServiceSpecError> => {
-  const issues = Object.entries(spec.pods)
-    .filter(([, p]) => Object.values(p.tasks).filter((t) => t.goal === "RUNNING").length > 1)
-    .map(([pod]) => ({ path: `pods.${pod}.tasks`, rule: ONE_RUNNING }))
-  return issues.length === 0 ? Effect.succeed(spec) : Effect.fail(new ServiceSpec.ServiceSpecError({ issues }))
-}
-
-const decodeSpec = (input: unknown) => Effect.flatMap(ServiceSpec.decode(input), runtimeChecks)
+const decodeSpec = ServiceSpec.decode
 
 const configIdOf = (spec: ServiceSpec.ServiceSpec) =>
   createHash("sha256").update(JSON.stringify(Schema.encodeSync(ServiceSpec.ServiceSpec)(spec))).digest("hex").slice(0, 16)
@@ -258,8 +269,34 @@ const fingerprintOf = (spec: ServiceSpec.ServiceSpec, pod: string): string => {
 
 const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 
-const mainTaskOf = (pod: ServiceSpec.PodSpec): string | undefined =>
-  Object.entries(pod.tasks).find(([, t]) => t.goal === "RUNNING")?.[0]
+/** The pod's RUNNING tasks: one runs as a single task, several as one task group. */
+const runningTasksOf = (pod: ServiceSpec.PodSpec): Array<string> =>
+  Object.entries(pod.tasks).filter(([, t]) => t.goal === "RUNNING").map(([name]) => name)
+
+/**
+ * The tasks of the latest attempt of a requirement launched at or after `since`: one task, or
+ * every task of its group.
+ */
+const latestAttempt = (
+  records: ReadonlyArray<TaskLifecycle.TaskRecord>,
+  requirementId: string,
+  since: number
+): ReadonlyArray<TaskLifecycle.TaskRecord> => {
+  let attempt = -1
+  for (const t of records) if (t.requirementId === requirementId && t.launchedAtMs >= since && t.attempt > attempt) attempt = t.attempt
+  return attempt < 0 ? [] : records.filter((t) => t.requirementId === requirementId && t.attempt === attempt)
+}
+
+/** The task of the pod a record runs: the only RUNNING task, or the group member its id names. */
+const taskNameOf = (t: TaskLifecycle.TaskRecord, running: ReadonlyArray<string>): string =>
+  running.length === 1 ? running[0]! : t.taskId.slice(t.taskId.lastIndexOf(".") + 1)
+
+/** An attempt's state as one: RUNNING once every task runs, else the least advanced live task's. */
+const attemptState = (group: ReadonlyArray<TaskLifecycle.TaskRecord>): TaskLifecycle.TaskRecord | undefined => {
+  const live = group.filter((t) => !TaskLifecycle.isTerminal(t.state))
+  if (live.length === 0) return group[0]
+  return live.find((t) => t.state !== "RUNNING") ?? live[0]
+}
 
 /**
  * The runtime over a session, its event hub, offer manager and task lifecycle, and a state store
@@ -374,13 +411,16 @@ const make = (
      * asks for the existing reservation; every other relaunch (update, replace, operator restart)
      * is a `stop` and then a new `launch`, so nothing old is relaunched in between.
      */
-    const mainSpec = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, fingerprint: string): TaskLifecycle.LaunchSpec => ({
-      request: {
-        requirement: requirementOf(spec, r, r.instance),
-        task: TaskInfo.make(spec, r.pod, r.index, mainTaskOf(spec.pods[r.pod]!)!, { fingerprint })
-      },
-      goal: "RUNNING"
-    })
+    const mainSpec = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, fingerprint: string): TaskLifecycle.LaunchSpec => {
+      const running = runningTasksOf(spec.pods[r.pod]!)
+      const requirement = requirementOf(spec, r, r.instance)
+      return {
+        request: running.length === 1
+          ? { requirement, task: TaskInfo.make(spec, r.pod, r.index, running[0]!, { fingerprint }) }
+          : { requirement, group: TaskInfo.group(spec, r.pod, r.index, running, { fingerprint }) },
+        goal: "RUNNING"
+      }
+    }
 
     /** FINISH and ONCE tasks run once per configuration and generation: a fresh requirement id each. */
     const initId = (r: InstanceRecord, task: string, fingerprint: string) => `${r.instance}-${task}-g${r.generation}-${fingerprint.slice(0, 8)}`
@@ -452,7 +492,7 @@ const make = (
       Effect.gen(function*() {
         let r = record
         const pod = spec.pods[r.pod]!
-        const main = mainTaskOf(pod)
+        const running = runningTasksOf(pod)
         const mine = ofInstance(all, r.instance)
         if (goal.fresh && r.freshFor !== goal.since) {
           yield* tasks.stop([...new Set([r.instance, ...mine.map((t) => t.requirementId)])])
@@ -485,7 +525,7 @@ const make = (
         }
         if (goal.runInit) {
           for (const [name, task] of Object.entries(pod.tasks)) {
-            if (name === main) continue
+            if (task.goal === "RUNNING") continue
             if (task.goal === "ONCE" && r.onceDone.includes(name)) continue
             const id = initId(r, name, goal.fingerprint)
             const t = latestAny(all, id)
@@ -504,14 +544,14 @@ const make = (
             return { status: live(t) ? "STARTING" as const : "PREPARED" as const, record: r }
           }
         }
-        if (main === undefined) return { status: "COMPLETE" as const, record: r }
-        const t = latest(all, r.instance, goal.since)
+        if (running.length === 0) return { status: "COMPLETE" as const, record: r }
+        const attempt = latestAttempt(mine, r.instance, goal.since)
         // Idempotent: nothing is launched while the latest attempt lives.
         yield* tasks.launch([mainSpec(spec, r, goal.fingerprint)])
-        if (!live(t)) return { status: "PREPARED" as const, record: r }
-        if (t.state !== "RUNNING") return { status: "STARTING" as const, record: r }
-        const needsReady = pod.tasks[main]!.readiness !== undefined
-        return { status: needsReady && t.ready !== true ? "STARTED" as const : "COMPLETE" as const, record: r }
+        if (!attempt.some(live)) return { status: "PREPARED" as const, record: r }
+        if (attempt.some((t) => t.state !== "RUNNING")) return { status: "STARTING" as const, record: r }
+        const unready = attempt.some((t) => pod.tasks[taskNameOf(t, running)]?.readiness !== undefined && t.ready !== true)
+        return { status: unready ? "STARTED" as const : "COMPLETE" as const, record: r }
       })
 
     /** Kills everything of an instance and queues its reservation for release; COMPLETE once released. */
@@ -725,19 +765,30 @@ const make = (
           changed = true
         }
         const pod = spec.pods[r.pod]
-        const main = pod === undefined ? undefined : mainTaskOf(pod)
+        const running = pod === undefined ? [] : runningTasksOf(pod)
         const deploying = r.launchFingerprint !== undefined && r.launchFingerprint !== r.fingerprint
-        if (!m.uninstalling && main !== undefined && r.retiring !== true && r.fingerprint !== undefined && !deploying) {
-          const attempts = mine.filter((t) => t.requirementId === r.instance)
-          const t = latestAny(attempts, r.instance)
+        const attempts = mine.filter((t) => t.requirementId === r.instance)
+        const current = latestAttempt(attempts, r.instance, -Infinity)
+        // A group runs as one: a RUNNING task that ended on its own (a failed one already took
+        // its siblings down in the executor) has the rest killed, so the group is relaunched whole.
+        if (current.length > 1 && current.some((x) => TaskLifecycle.isTerminal(x.state))) {
+          for (const x of current) {
+            if (live(x) && x.killRequested !== true) yield* tasks.kill(x.taskId)
+          }
+        }
+        if (!m.uninstalling && running.length > 0 && r.retiring !== true && r.fingerprint !== undefined && !deploying) {
+          const t = attemptState(current)
           const failed = attempts.filter((x) =>
             TaskLifecycle.isTerminal(x.state) && x.killRequested !== true && x.launchedAtMs >= (r.launchSince ?? 0) && x.attempt > (r.countedAttempt ?? 0)
           )
           if (failed.length > 0 && r.recovery?.kind !== "replace") {
             // The failure monitor: its clock (failure.since) is stored, so restarts do not reset it.
-            const last = failed.at(-1)!
+            // One failure per attempt: the tasks of a group fail together.
+            const failedAttempts = [...new Set(failed.map((x) => x.attempt))]
+            const lastAttempt = failed.filter((x) => x.attempt === failedAttempts.at(-1))
+            const last = lastAttempt.find((x) => x.state !== "KILLED") ?? lastAttempt[0]!
             let failure = r.failure?.recoveredAt === undefined ? r.failure : { ...r.failure, recoveredAt: undefined }
-            for (const _ of failed) failure = Plan.recordFailure(failure, now)
+            for (const _ of failedAttempts) failure = Plan.recordFailure(failure, now)
             const kind = Plan.recoveryAction(failure!, now, policy)
             // A restart counts any attempt after the failed one (the lifecycle relaunches in place by itself).
             r = {
@@ -748,7 +799,7 @@ const make = (
             }
             yield* planStore.setStepStatus("recovery", "recovery", r.instance, "PENDING", `${last.taskId} ${last.state}: ${last.message}`)
             changed = true
-          } else if (live(t) && t.state === "RUNNING" && r.failure?.recoveredAt !== undefined && now - r.failure.recoveredAt >= stableMs) {
+          } else if (live(t) && t.state === "RUNNING" && current.every(live) && r.failure?.recoveredAt !== undefined && now - r.failure.recoveredAt >= stableMs) {
             r = { ...r, failure: undefined }
             changed = true
           }
@@ -933,14 +984,24 @@ const make = (
         return names.map((instance): PodStatus => {
           const parsed = ServiceSpec.parseInstance(instance)!
           const r = records.get(instance)
-          const t = latestAny(all, instance)
+          const group = latestAttempt(ofInstance(all, instance), instance, -Infinity)
+          const t = attemptState(group)
+          const pod = spec.pods[parsed.pod]
+          const running = pod === undefined ? [] : runningTasksOf(pod)
           return {
             instance,
             pod: parsed.pod,
             index: parsed.index,
             taskId: t?.taskId,
             state: t?.state,
-            ready: t?.ready,
+            ready: group.length === 0 ? undefined : group.every((x) => x.ready === true) ? true : group.some((x) => x.ready !== undefined) ? false : undefined,
+            tasks: group.map((x) => ({
+              name: taskNameOf(x, running),
+              taskId: x.taskId,
+              state: x.state,
+              ...(x.ready === undefined ? {} : { ready: x.ready }),
+              ...(x.healthy === undefined ? {} : { healthy: x.healthy })
+            })),
             agentId: r?.agentId ?? t?.agentId,
             hostname: r?.hostname ?? hostnames.get(instance),
             generation: r?.generation ?? 0,

@@ -81,7 +81,9 @@ export type Goal = typeof Goal.Type
 
 /**
  * One task (one launch attempt of a requirement) as the lifecycle keeps it. Task ids are
- * `<requirement id>.<attempt>`.
+ * `<requirement id>.<attempt>`; the tasks of a group (LAUNCH_GROUP) are
+ * `<requirement id>.<attempt>.<task>` (the task's `taskId`, else its `name`, in the request),
+ * all of one attempt, run by the executor `<requirement id>.<attempt>` unless the request names one.
  *
  * @since 0.1.0
  * @category models

@@ -238,6 +238,29 @@ describe("Placement reservations and volumes", () => {
     expect(group.value.executor!.resources).toEqual([])
     expect(group.value.taskGroup!.tasks.map((t) => [t.taskId, t.agentId, t.resources.length > 0])).toEqual([["kv-0-server", "agent-1", true], ["kv-0-sidecar", "agent-1", false]])
   })
+
+  it("LAUNCH_GROUP gives a task that declares scalars its own share, reserved; the rest goes on the first task", () => {
+    const executor = v1.ExecutorInfo.create({ type: v1.ExecutorInfo_Type.DEFAULT, executorId: "kv-0-exec" })
+    const scalar = (name: string, value: number) => v1.Resource.create({ name, value: { $case: "scalar", value } })
+    const tasks = [
+      v1.TaskInfo.create({ taskId: "kv-0-server", name: "server", resources: [scalar("cpus", 0.25), scalar("mem", 64)] }),
+      v1.TaskInfo.create({ taskId: "kv-0-sidecar", name: "sidecar", resources: [scalar("cpus", 0.5), scalar("mem", 128)] })
+    ]
+    const p = placed(Placement.evaluate([{ requirement: stateful(), group: { executor, tasks } }], [offer(1)]))
+    const group = p.operations[2]!.kind
+    if (group?.$case !== "launchGroup") throw new Error("expected LAUNCH_GROUP")
+    const [server, sidecar] = group.value.taskGroup!.tasks
+    const sum = (t: v1.TaskInfo, name: string) =>
+      t.resources.filter((r) => r.name === name && r.disk?.persistence === undefined).reduce((n, r) => n + (r.value?.$case === "scalar" ? r.value.value : 0), 0)
+    // The requirement: cpus 1, mem 256, disk 100, a port, a 1024 MB volume.
+    expect([sum(sidecar!, "cpus"), sum(sidecar!, "mem"), sum(sidecar!, "disk")]).toEqual([0.5, 128, 0])
+    expect([sum(server!, "cpus"), sum(server!, "mem"), sum(server!, "disk")]).toEqual([0.5, 128, 100])
+    expect(server!.resources.some((r) => r.name === "ports")).toBe(true)
+    expect(server!.resources.some((r) => r.disk?.persistence?.id === "kv-0-data")).toBe(true)
+    expect(sidecar!.resources.some((r) => r.name === "ports" || r.disk?.persistence !== undefined)).toBe(false)
+    // Every share carries the reservation made by the RESERVE.
+    for (const r of [...server!.resources, ...sidecar!.resources]) expect(r.reservations.length).toBe(1)
+  })
 })
 
 describe("Placement why-not records", () => {

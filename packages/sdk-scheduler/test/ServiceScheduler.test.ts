@@ -18,9 +18,9 @@ describe("ServiceScheduler bad input", () => {
     ["no pods", { name: "kv", pods: {} }, "pods: must declare at least one pod"],
     ["not an object", "kv", "(root)"],
     [
-      "two RUNNING tasks in one pod",
-      { name: "kv", pods: { kv: { count: 1, tasks: { a: { goal: "RUNNING", cmd: "x", cpus: 1, mem: 1 }, b: { goal: "RUNNING", cmd: "y", cpus: 1, mem: 1 } } } } },
-      "pods.kv.tasks: this scheduler runs at most one RUNNING task per pod instance; split the pod"
+      "a task naming an unknown resource set",
+      { name: "kv", pods: { kv: { count: 1, tasks: { a: { goal: "RUNNING", cmd: "x", resourceSet: "big" } } } } },
+      'pods.kv.tasks.a.resourceSet: no resource set "big" in pods.kv.resourceSets'
     ]
   ]
   it.effect.each(cases)("refuses %s before connecting", ([_label, spec, expected]) =>

@@ -132,11 +132,13 @@ export const commit = (a: Attempt, options: Options): Committed => {
   }
   const resources = [...taskResources.map((r) => ({ ...r, allocationRole: role })), ...volumeResources]
   if (req.group_ !== undefined) {
-    const [first, ...rest] = req.group_.tasks
-    const tasks: Array<v1.TaskInfo> = [
-      { ...first!, agentId: view.offer.agentId, resources: [...first!.resources, ...resources], ...commandWith(first!.command, assigned) },
-      ...rest.map((t) => ({ ...t, agentId: view.offer.agentId, ...commandWith(t.command, assigned) }))
-    ]
+    const shares = splitShares(req.group_.tasks, resources)
+    const tasks: Array<v1.TaskInfo> = req.group_.tasks.map((t, i) => ({
+      ...t,
+      agentId: view.offer.agentId,
+      resources: shares[i]!,
+      ...commandWith(t.command, assigned)
+    }))
     operations.push({
       operationId: opId("launch"),
       kind: { $case: "launchGroup", value: { executor: { ...req.group_.executor, resources: [] }, taskGroup: { tasks } } }
@@ -158,6 +160,40 @@ export const commit = (a: Attempt, options: Options): Committed => {
   view.usedMem = round(view.usedMem + req.mem)
   view.operations.push(...operations)
   return { operations, ports: assigned, reserved: reservation !== undefined, created, resources }
+}
+
+const SCALARS = new Set(["cpus", "mem", "disk", "gpus"])
+
+/**
+ * Shares a group's resources among its tasks: a task whose template declares scalars (say
+ * `cpus` 0.5 and `mem` 256) gets those amounts, carved out of the requirement's resources with
+ * their reservation; whatever is left (the undeclared amounts, port ranges, volumes) goes on the
+ * first task. The agent limits each task by its own resources, so a task given none would be
+ * held to the minimum.
+ */
+const splitShares = (tasks: ReadonlyArray<v1.TaskInfo>, resources: ReadonlyArray<v1.Resource>): Array<Array<v1.Resource>> => {
+  const left = resources.map((r) => ({ resource: r, amount: r.value?.$case === "scalar" ? r.value.value : 0 }))
+  const shares = tasks.map((task) => {
+    const own: Array<v1.Resource> = []
+    for (const declared of task.resources) {
+      if (!SCALARS.has(declared.name) || declared.value?.$case !== "scalar" || declared.disk?.persistence !== undefined) continue
+      let need = declared.value.value
+      for (const l of left) {
+        if (need <= 0.0005) break
+        if (l.resource.name !== declared.name || l.resource.disk?.persistence !== undefined || l.amount <= 0.0005) continue
+        const used = round(Math.min(l.amount, need))
+        l.amount = round(l.amount - used)
+        need = round(need - used)
+        own.push({ ...l.resource, value: { $case: "scalar", value: used } })
+      }
+    }
+    return own
+  })
+  const rest = left.flatMap(({ resource, amount }) =>
+    resource.value?.$case !== "scalar" ? [resource] : amount > 0.0005 ? [{ ...resource, value: { $case: "scalar" as const, value: amount } }] : []
+  )
+  if (shares.length > 0) shares[0] = [...shares[0]!, ...rest]
+  return shares
 }
 
 const commandWith = (command: v1.CommandInfo | undefined, ports: Record<string, number>): { command?: v1.CommandInfo } => {

@@ -70,3 +70,38 @@ export const make = (
     }
   }
 }
+
+/**
+ * The task group of a pod instance's RUNNING tasks, run by the default executor in one shared
+ * sandbox (so every task sees the pod's volumes). Each task declares its own share of the pod's
+ * reservation (placement carves it out; see `Placement.Request`); a resource set shared by
+ * several tasks is declared by the first of them only. The executor id is left to the lifecycle
+ * (one executor per attempt).
+ */
+export const group = (
+  spec: ServiceSpec.ServiceSpec,
+  pod: string,
+  index: number,
+  taskNames: ReadonlyArray<string>,
+  options: { readonly fingerprint: string }
+): { readonly executor: v1.ExecutorInfo; readonly tasks: ReadonlyArray<v1.TaskInfo> } => {
+  const p = spec.pods[pod]!
+  const sets = new Set<string>()
+  const tasks = taskNames.map((name) => {
+    const t = p.tasks[name]!
+    let declared: Array<v1.Resource> = []
+    if (t.resourceSet === undefined || !sets.has(t.resourceSet)) {
+      if (t.resourceSet !== undefined) sets.add(t.resourceSet)
+      const r = ServiceSpec.taskResources(p, t)
+      declared = [["cpus", r.cpus], ["mem", r.mem], ["disk", r.disk ?? 0], ["gpus", r.gpus ?? 0]]
+        .filter(([, amount]) => (amount as number) > 0)
+        .map(([resource, amount]) => v1.Resource.create({ name: resource as string, value: { $case: "scalar", value: amount as number } }))
+    }
+    // The task id is the task's name: the lifecycle makes it `<instance>.<attempt>.<name>`.
+    return v1.TaskInfo.create({ ...make(spec, pod, index, name, options), taskId: name, resources: declared })
+  })
+  return {
+    executor: v1.ExecutorInfo.create({ type: v1.ExecutorInfo_Type.DEFAULT, executorId: "", name: ServiceSpec.instanceName(pod, index) }),
+    tasks
+  }
+}

@@ -18,7 +18,8 @@ type TaskRecord = TaskLifecycle.TaskRecord
 const ms = (input: Duration.Input | undefined, fallback: Duration.Input): number =>
   Duration.toMillis(Duration.fromInputUnsafe(input ?? fallback))
 
-const ATTEMPT = /^(.+)\.(\d+)$/
+// `<requirement>.<attempt>`, or `<requirement>.<attempt>.<task>` for a task of a group.
+const ATTEMPT = /^(.+)\.(\d+)(?:\.[A-Za-z_][A-Za-z0-9_-]*)?$/
 
 export const make = (
   options: TaskLifecycle.Options
@@ -82,8 +83,10 @@ export const make = (
     /** The task ids of one attempt, and the request with them set. */
     const withTaskIds = (request: Placement.Request, taskId: string): { request: Placement.Request; taskIds: Array<string> } => {
       if (request.group !== undefined) {
-        const tasks = request.group.tasks.map((t, i) => ({ ...t, taskId: `${taskId}.${t.name || t.taskId || String(i)}` }))
-        return { request: { ...request, group: { ...request.group, tasks } }, taskIds: tasks.map((t) => t.taskId) }
+        const tasks = request.group.tasks.map((t, i) => ({ ...t, taskId: `${taskId}.${t.taskId || t.name || String(i)}` }))
+        // An executor id left empty names the attempt: each attempt's group runs under its own executor.
+        const executor = request.group.executor.executorId === "" ? { ...request.group.executor, executorId: taskId } : request.group.executor
+        return { request: { ...request, group: { executor, tasks } }, taskIds: tasks.map((t) => t.taskId) }
       }
       return {
         request: { ...request, task: { ...request.task, taskId, name: request.task?.name ?? request.requirement.id } },
