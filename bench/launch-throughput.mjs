@@ -299,7 +299,7 @@ try {
 } finally {
   clearTimeout(watchdog)
 }
-process.stdout.write(JSON.stringify(result, null, 2) + "\n")
+process.stdout.write(JSON.stringify(result) + "\n")
 setTimeout(() => {
   process.stderr.write(`launch-throughput: still alive 3 s after cleanup: ${process.getActiveResourcesInfo().join(", ")}\n`)
   process.exit(process.exitCode ?? 0)

@@ -162,7 +162,7 @@ describe("task groups (LAUNCH_GROUP) under the default executor", () => {
         )
       const at = "operations[0].launchGroup"
       const results = [
-        yield* reject("executor id in use", launchGroup(executor("pod-live"), [task("c", "true")])),
+        yield* reject("executor id in use", launchGroup(executor("pod-live", { name: "other" }), [task("c", "true")])),
         yield* reject("single task named like a live executor", Framework.launch([task("pod-live", "true")])),
         yield* reject("bad executor id", launchGroup(executor("no/slash"), [task("c", "true")])),
         yield* reject("unspecified type", launchGroup(executor("e1", { type: v1.ExecutorInfo_Type.UNSPECIFIED }), [task("c", "true")])),
@@ -174,7 +174,7 @@ describe("task groups (LAUNCH_GROUP) under the default executor", () => {
         yield* reject("task with an executor", launchGroup(executor("e1"), [task("c", "true", { executor: executor("x") })]))
       ]
       expect(results.map(({ field, name, tag }) => [name, tag, field])).toEqual([
-        ["executor id in use", "InvalidArgument", `${at}.executor.executorId`],
+        ["executor id in use", "InvalidArgument", `${at}.executor`],
         ["single task named like a live executor", "InvalidArgument", "operations[0].launch.taskInfos[0].taskId"],
         ["bad executor id", "InvalidArgument", `${at}.executor.executorId`],
         ["unspecified type", "InvalidArgument", `${at}.executor.type`],
@@ -185,7 +185,7 @@ describe("task groups (LAUNCH_GROUP) under the default executor", () => {
         ["task id live", "InvalidArgument", `${at}.taskGroup.tasks[0].taskId`],
         ["task with an executor", "InvalidArgument", `${at}.taskGroup.tasks[0].executor`]
       ])
-      expect(results[0]!.message).toMatch(/executor "pod-live" is already in use/)
+      expect(results[0]!.message).toMatch(/executor "pod-live" already runs task groups on agent .* with another ExecutorInfo/)
       // A custom executor is not served yet: UNIMPLEMENTED, naming the field.
       expect(results[4]!.message).toMatch(/operations\[0\]\.launchGroup\.executor\.type: custom executors is not supported/)
       const live = yield* cluster.operator.state

@@ -1,5 +1,6 @@
 // kv-store: a stateful service in a few lines. Three pods, one per host, each with a persistent
-// volume its server writes to; a readiness check gates rolling updates. Everything else
+// volume its server writes to; a readiness check gates rolling updates; a backup plan copies
+// each pod's data while it runs. Everything else
 // (reservations, volumes, restarts in place, replacement, rolling updates, uninstall) is the
 // SDK's service runtime, operated through the SDK's HTTP API (/v1/plans, /v1/pods, /metrics...).
 import { OperatorHttp, ServiceScheduler, ServiceSpec } from "@berth/sdk-scheduler"
@@ -30,6 +31,17 @@ pods:
           echo "$$" > data/pid &&
           sleep 0.5 && touch ready && exec sleep 100000
         readiness: { cmd: "test -f ready", intervalSeconds: 0.2 }
+      # Run by the backup plan inside the running pod: it reads the live volume.
+      backup:
+        goal: FINISH
+        cpus: 0.1
+        mem: 32
+        cmd: test -n "$BACKUP_DIR" && mkdir -p "$BACKUP_DIR" && cp data/log "$BACKUP_DIR/$POD_INSTANCE.log"
+plans:
+  backup:
+    parameters: { BACKUP_DIR: "" }
+    phases:
+      backup: { pod: kv, strategy: serial, tasks: [backup] }
 `
 
 export interface Options {

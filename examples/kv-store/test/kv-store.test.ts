@@ -118,6 +118,19 @@ describe("examples/kv-store", () => {
         expect(log.length).toBeGreaterThan(1)
       }
 
+      console.log("kv-store test: step 4b")
+      // 4b. The backup plan copies each pod's data while the pods keep running: its task runs
+      //     inside each pod's task group, so it reads the pod's live volume.
+      const serving = (yield* running(service)).map((p) => p.taskId)
+      const backups = path.join(cluster.workDir, "backups")
+      yield* service.startPlan("backup", { BACKUP_DIR: backups })
+      yield* planComplete(service, "backup")
+      for (const p of yield* running(service)) {
+        const log = logOf(cluster, p.agentId!, `kv-store.${p.instance}${p.generation > 0 ? `.g${p.generation}` : ""}.data`)
+        expect(fs.readFileSync(path.join(backups, `${p.instance}.log`), "utf8").trim().split("\n")).toEqual(log)
+      }
+      expect((yield* running(service)).map((p) => p.taskId)).toEqual(serving)
+
       console.log("kv-store test: step 5")
       // 5. A refused update (a volume change, a shrink) says why and leaves the target in force.
       const refused = yield* Effect.flip(service.update({ ...KvStore.spec({ count: 2, version: "2" }), pods: { kv: { ...KvStore.spec().pods.kv!, count: 2, volumes: [{ path: "data", size: 32 }] } } }))
@@ -182,7 +195,7 @@ describe("examples/kv-store", () => {
       const s = yield* cluster.operator.state
       // The same framework (failed over, not registered anew), one task per pod ever launched.
       expect(s.frameworks.map((f) => f.info!.frameworkId)).toEqual([frameworkId])
-      expect(s.tasks.map((t) => t.info!.taskId).sort()).toEqual(["kv-0.1", "kv-1.1", "kv-2.1"])
+      expect(s.tasks.map((t) => t.info!.taskId).sort()).toEqual(["kv-0.1.server", "kv-1.1.server", "kv-2.1.server"])
       // One reservation (with its volume) per pod, no more.
       const instancesReserved = reservationsOf(s).map(({ agentId, r }) =>
         `${agentId}:${r.reservations.at(-1)!.labels!.labels.find((l) => l.key === "berth.instance")!.value}`)

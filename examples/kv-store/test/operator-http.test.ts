@@ -86,9 +86,9 @@ describe("kv-store operator API", () => {
       expect(metrics.text).toMatch(/berth_service_offers_received_total [1-9]/)
 
       // Errors: unknown plan / phase / pod → 404; bad action, body, parameter → 400; wrong method → 405.
-      const noPlan = yield* get("/v1/plans/backup")
+      const noPlan = yield* get("/v1/plans/restore")
       expect(noPlan.status).toBe(404)
-      expect(noPlan.body.error).toContain("plans.backup: no such plan (known: deploy")
+      expect(noPlan.body.error).toContain("plans.restore: no such plan (known: deploy")
       const badAction = yield* post("/v1/plans/deploy/explode")
       expect(badAction.status).toBe(400)
       expect(badAction.body).toMatchObject({ path: "action" })

@@ -225,8 +225,10 @@ export interface RunOptions {
    * restart, its end is noticed by polling, KILL and SHUTDOWN work as usual (SIGTERM to the group,
    * SIGKILL after the grace period). If it ended meanwhile, its terminal status is reported at once
    * from the exit status file: FINISHED, or FAILED with the exit code or the signal; FAILED with
-   * REASON_EXECUTOR_TERMINATED when there is no status (its group was SIGKILLed from outside) or
-   * when it was never started.
+   * REASON_EXECUTOR_TERMINATED when there is no status (its group was SIGKILLed from outside).
+   * If its command was never started (the earlier executor stopped between STARTING and the
+   * spawn), it is launched now (STARTING again, then as any launch); KILLED instead when it was
+   * being killed.
    */
   readonly recover?: Recovered | undefined
 }

@@ -4,17 +4,27 @@
  * of its own, with its output in `tasks/<taskId>/stdout` and `stderr` inside the sandbox. Every
  * task is run by the command executor's machinery (artifacts, health and readiness checks, kill
  * policy, checkpoint and recovery), so a task of a group behaves like a single task, plus the
- * group policy:
+ * group policy.
  *
- * - all or nothing: the whole group is validated before anything starts; one invalid task makes
- *   every task of the group ERROR (REASON_TASK_INVALID, the message naming the task and field)
- *   and nothing is spawned;
+ * One executor runs several groups: a LAUNCH_GROUP that arrives while it runs (the scheduler
+ * named the same executor again) starts its tasks beside the running ones, in the same sandbox,
+ * so a sidecar such as a backup reads the pod's volumes while the pod keeps running. The group
+ * policy applies to each group on its own:
+ *
+ * - all or nothing: each group is validated as a whole before anything of it starts; one invalid
+ *   task makes every task of that group ERROR (REASON_TASK_INVALID, the message naming the task
+ *   and field) and nothing of it is spawned (groups already running are not touched). A task id
+ *   the executor already has (in another group) makes the new group invalid;
  * - a task that ends other than FINISHED (FAILED, or KILLED by its health check) kills the rest
- *   of its group: they report KILLING and KILLED with REASON_EXECUTOR_TERMINATED and a message
- *   such as `Killed with its task group: task web failed (Command exited with status 3)`;
- * - a kill of any task kills the whole group (Mesos' semantics): the task named by the kill, then
- *   its siblings, all KILLED with the kill's reason (siblings' messages name the killed task);
- * - a task that FINISHES leaves the others running; the executor returns once every task ended.
+ *   of its own group: they report KILLING and KILLED with REASON_EXECUTOR_TERMINATED and a
+ *   message such as `Killed with its task group: task web failed (Command exited with status 3)`;
+ * - a kill of any task kills its group (Mesos' semantics): the task named by the kill, then its
+ *   siblings, all KILLED with the kill's reason (siblings' messages name the killed task);
+ * - tasks of the executor's other groups are never killed by another group's policy;
+ * - a task that FINISHES leaves the others running; the executor returns once every task of
+ *   every group ended, and a shutdown kills every task of every group (a group that arrives
+ *   while it shuts down is DROPPED with REASON_EXECUTOR_TERMINATED, nothing of it started);
+ * - a group resent with the same task ids starts nothing again.
  *
  * @since 0.1.0
  */
@@ -55,8 +65,11 @@ export interface RunOptions {
   readonly fetcher?: FetcherOptions | undefined
   /** Per task: run it so that it can outlive this executor (see `CommandExecutor.CheckpointOptions`). */
   readonly checkpoint?: ((task: v1.TaskInfo) => CheckpointOptions) | undefined
-  /** Take over a group an earlier executor started (needs `checkpoint`). */
-  readonly recover?: RecoveredGroup | undefined
+  /**
+   * Take over what an earlier executor started (needs `checkpoint`): one group, or each group it
+   * ran (the group policy then applies to each on its own).
+   */
+  readonly recover?: RecoveredGroup | ReadonlyArray<RecoveredGroup> | undefined
   /** The user tasks without a `command.user` run as (see `CommandExecutor.RunOptions.user`). */
   readonly user?: string | undefined
   /** Resource limits for each task (see `CommandExecutor.Isolation`). */
@@ -64,11 +77,11 @@ export interface RunOptions {
 }
 
 /**
- * Runs the default executor over the session's events until every task of its group has a
- * terminal status (or a shutdown arrives with no group, or the events end). It handles
- * `launchGroup` (one group per executor; a second group is refused with ERROR), `kill` (kills the
- * whole group), `shutdown` (kills every task with REASON_EXECUTOR_TERMINATED) and a single
- * `launch` (refused with ERROR).
+ * Runs the default executor over the session's events until every task of every group it was
+ * given has a terminal status (or a shutdown arrives with no group, or the events end). It
+ * handles `launchGroup` (the first group, and any further one while it runs: each joins the
+ * shared sandbox), `kill` (kills the task's own group), `shutdown` (kills every task with
+ * REASON_EXECUTOR_TERMINATED) and a single `launch` (refused with ERROR).
  *
  * @example
  * ```ts
@@ -89,6 +102,9 @@ export interface RunOptions {
  *     v1.TaskInfo.create({ taskId, command: { shell: true, value: `./${taskId}.sh` } })
  *   )
  *   yield* inProcess.send({ $case: "launchGroup", value: { taskGroup: { tasks } } })
+ *   // Later, a second group joins the running one (same sandbox; its own group policy).
+ *   const backup = v1.TaskInfo.create({ taskId: "backup", command: { shell: true, value: "tar czf b.tgz data" } })
+ *   yield* inProcess.send({ $case: "launchGroup", value: { taskGroup: { tasks: [backup] } } })
  * })
  * ```
  *

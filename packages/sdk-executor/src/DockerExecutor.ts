@@ -160,7 +160,10 @@ export const taskProblem: (info: v1.TaskInfo) => Problem | undefined = (info) =>
  * ```ts
  * import type { DockerExecutor } from "@berth/sdk-executor"
  *
- * const checkpoint: DockerExecutor.CheckpointOptions = { onInterrupt: "leave" }
+ * const checkpoint: DockerExecutor.CheckpointOptions = {
+ *   onInterrupt: "leave",
+ *   exitStatusFile: "/var/lib/berth/checkpoints/web-1/exit_status"
+ * }
  * ```
  *
  * @since 0.1.0
@@ -173,6 +176,13 @@ export interface CheckpointOptions {
    * for a launch that never got to run are removed either way; KILL and SHUTDOWN always stop.
    */
   readonly onInterrupt?: "kill" | "leave" | undefined
+  /**
+   * A file (outside the sandbox, where the task cannot touch it) where the executor records the
+   * container's exit status before it removes the container. A later `recover` that finds no
+   * container reads it: the task ran and ended, and its terminal status is reported from it,
+   * instead of the task being started again. Give the same file to the recovering executor.
+   */
+  readonly exitStatusFile?: string | undefined
 }
 
 /**
@@ -219,8 +229,14 @@ export interface RunOptions {
    * re-attaches (no STARTING or RUNNING again; the container's output is appended to the sandbox
    * files again from now on, what it wrote meanwhile is in `docker logs`), and KILL, SHUTDOWN and
    * its exit work as usual. Ended meanwhile: its terminal status is reported at once from the
-   * container's exit status (or out-of-memory kill) and the container is removed. Gone: FAILED
-   * with REASON_EXECUTOR_TERMINATED.
+   * container's exit status (or out-of-memory kill) and the container is removed. No container
+   * (the agent restarted between the launch and the container's creation): with an exit recorded
+   * in `checkpoint.exitStatusFile` (it ended and was removed before its terminal status got out),
+   * its terminal status is reported from it; with `killReason`, KILLED with that reason and no
+   * container is created; otherwise the task is launched now as for a LAUNCH (STARTING, the image
+   * check, create, start, RUNNING), as a Mesos executor that outlived its agent would: nothing of
+   * it ran, so it is never FAILED for the restart. Only when the engine cannot be asked is it
+   * FAILED with REASON_EXECUTOR_TERMINATED (starting another container could run it twice).
    */
   readonly recover?: Recovered | undefined
 }

@@ -1,38 +1,14 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber } from "effect"
+import { Effect, Exit } from "effect"
 import { TaskStates, v1 } from "@berth/proto"
-import { DefaultExecutor, ExecutorSession } from "@berth/sdk-executor"
-import { groupMembers, ids, shellTask, tempDir, waitFor } from "./harness.ts"
+import type { DefaultExecutor } from "@berth/sdk-executor"
+import { groupMembers, ids, shellTask, startDefaultExecutor, waitFor } from "./harness.ts"
 
 const { TaskState, TaskStatus_Reason: Reason } = v1
 
-/** A default executor on an in-process session in a fresh sandbox, with every status it reports. */
-const startGroup = (options: Omit<DefaultExecutor.RunOptions, "sandbox"> = {}) =>
-  Effect.gen(function*() {
-    const sandbox = yield* tempDir
-    const statuses: Array<v1.TaskStatus> = []
-    const inProcess = yield* ExecutorSession.makeInProcess({
-      ...ids,
-      onUpdate: (status) => Effect.sync(() => void statuses.push(status))
-    })
-    const fiber = yield* DefaultExecutor.run({ sandbox, ...options }).pipe(
-      Effect.provide(ExecutorSession.layerInProcess(inProcess)),
-      Effect.forkChild
-    )
-    const launch = (tasks: ReadonlyArray<v1.TaskInfo>) => inProcess.send({ $case: "launchGroup", value: { taskGroup: { tasks: [...tasks] } } })
-    const of = (taskId: string) => statuses.filter((s) => s.taskId === taskId).map((s) => TaskStates.name(s.state))
-    const last = (taskId: string) => statuses.findLast((s) => s.taskId === taskId)!
-    const reached = (taskId: string, state: v1.TaskState, ms = 10_000) =>
-      waitFor(`${taskId} ${TaskStates.name(state)} (have ${of(taskId).join(", ")})`, () => statuses.some((s) => s.taskId === taskId && s.state === state), ms)
-    const done = (ms = 10_000) =>
-      Effect.gen(function*() {
-        yield* waitFor("run to return", () => fiber.pollUnsafe() !== undefined, ms)
-        return yield* Fiber.await(fiber)
-      })
-    return { sandbox, inProcess, statuses, launch, of, last, reached, done }
-  })
+const startGroup = startDefaultExecutor
 
 const pidOf = (sandbox: string, name: string) =>
   Effect.gen(function*() {

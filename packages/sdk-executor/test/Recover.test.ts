@@ -160,19 +160,31 @@ describe("CommandExecutor checkpoint and recover", () => {
       expect(groupMembers(first.recorded[0]!.pid)).toEqual([])
     }))
 
-  it.live("a task never started (no process, no status) is FAILED; one being killed is finished off as KILLED", () =>
+  it.live("a task never started (no process, no status) is started now; one being killed is finished off as KILLED", () =>
     Effect.gen(function*() {
       const groups = yield* cleanupGroups
       const sandbox = yield* tempDir
       const meta = yield* tempDir
+      // The earlier executor stopped between STARTING and the spawn (its agent restarted): the
+      // task never ran, so it runs now rather than failing for the restart.
       const never = yield* startExecutor({
         sandbox,
         checkpoint: { exitStatusFile: path.join(meta, "exit_status") },
-        recover: { task: shellTask("never-1", "true") }
+        recover: { task: shellTask("never-1", "echo ran > ran") }
       })
       yield* never.done()
-      expect(states(never.statuses)).toEqual(["FAILED"])
-      expect(never.statuses[0]!.reason).toBe(Reason.EXECUTOR_TERMINATED)
+      expect(states(never.statuses)).toEqual(["STARTING", "RUNNING", "FINISHED"])
+      expect(never.statuses[2]!.exitCode).toBe(0)
+      expect(fs.readFileSync(path.join(sandbox, "ran"), "utf8")).toBe("ran\n")
+      // Never started and being killed: nothing to start, it is KILLED.
+      const neverKilled = yield* startExecutor({
+        sandbox: yield* tempDir,
+        checkpoint: { exitStatusFile: path.join(yield* tempDir, "exit_status") },
+        recover: { task: shellTask("never-2", "true"), killReason: Reason.KILLED_BY_SCHEDULER }
+      })
+      yield* neverKilled.done()
+      expect(states(neverKilled.statuses)).toEqual(["KILLED"])
+      expect(neverKilled.statuses[0]!.reason).toBe(Reason.KILLED_BY_SCHEDULER)
 
       // Ignores SIGTERM: the recovered kill must get to SIGKILL after the grace period.
       const task = shellTask("killing-1", "trap '' TERM; touch trapped; sleep 60", { killPolicy: { gracePeriodSeconds: 0.2 } })

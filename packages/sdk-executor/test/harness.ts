@@ -4,7 +4,7 @@ import * as path from "node:path"
 import { expect } from "@effect/vitest"
 import { Effect, Fiber, Queue } from "effect"
 import { TaskStates, v1 } from "@berth/proto"
-import { CommandExecutor, ExecutorSession } from "@berth/sdk-executor"
+import { CommandExecutor, DefaultExecutor, ExecutorSession } from "@berth/sdk-executor"
 
 export const ids = { frameworkId: "fw-1", executorId: "ex-1", agentId: "ag-1" } as const
 
@@ -128,3 +128,46 @@ export const expectWellFormed = (statuses: ReadonlyArray<v1.TaskStatus>, taskId:
 /** The state names of `statuses`, e.g. ["STARTING", "RUNNING", "FINISHED"]. */
 export const states = (statuses: ReadonlyArray<v1.TaskStatus>): Array<string> =>
   statuses.map((status) => TaskStates.name(status.state))
+
+/**
+ * A default executor on an in-process session in a fresh sandbox, with every status it reports
+ * and helpers to launch groups, kill, wait for states and read pid files the tasks write.
+ */
+export const startDefaultExecutor = (options: Omit<DefaultExecutor.RunOptions, "sandbox"> = {}) =>
+  Effect.gen(function*() {
+    const sandbox = yield* tempDir
+    const statuses: Array<v1.TaskStatus> = []
+    const inProcess = yield* ExecutorSession.makeInProcess({
+      ...ids,
+      onUpdate: (status) => Effect.sync(() => void statuses.push(status))
+    })
+    const fiber = yield* DefaultExecutor.run({ sandbox, ...options }).pipe(
+      Effect.provide(ExecutorSession.layerInProcess(inProcess)),
+      Effect.forkChild
+    )
+    const launch = (tasks: ReadonlyArray<v1.TaskInfo>) =>
+      inProcess.send({ $case: "launchGroup", value: { taskGroup: { tasks: [...tasks] } } })
+    const kill = (taskId: string) =>
+      inProcess.send({ $case: "kill", value: { taskId, reason: v1.TaskStatus_Reason.KILLED_BY_SCHEDULER, killPolicy: { gracePeriodSeconds: 1 } } })
+    const of = (taskId: string) => statuses.filter((s) => s.taskId === taskId).map((s) => TaskStates.name(s.state))
+    const last = (taskId: string) => statuses.findLast((s) => s.taskId === taskId)!
+    const reached = (taskId: string, state: v1.TaskState, ms = 15_000) =>
+      waitFor(
+        `${taskId} ${TaskStates.name(state)} (have ${of(taskId).join(", ")})`,
+        () => statuses.some((s) => s.taskId === taskId && s.state === state),
+        ms
+      )
+    const running = () => fiber.pollUnsafe() === undefined
+    const done = (ms = 15_000) =>
+      Effect.gen(function*() {
+        yield* waitFor("run to return", () => !running(), ms)
+        return yield* Fiber.await(fiber)
+      })
+    const pidOf = (name: string) =>
+      Effect.gen(function*() {
+        const file = path.join(sandbox, name)
+        yield* waitFor(name, () => fs.existsSync(file) && fs.readFileSync(file, "utf8").endsWith("\n"), 15_000)
+        return Number(fs.readFileSync(file, "utf8").trim())
+      })
+    return { sandbox, inProcess, fiber, statuses, launch, kill, of, last, reached, running, done, pidOf }
+  })

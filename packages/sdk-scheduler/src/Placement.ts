@@ -220,6 +220,12 @@ const prepare = (input: Requirement | Request, index: number): Prepared => {
     labels,
     labelsText: labels === undefined ? "" : labels.map(([k, v]) => `${k}=${v}`).join(","),
     existingReservation: r.reservation?.existing === true,
+    extra: {
+      cpus: r.reservation?.extra?.cpus ?? 0,
+      mem: r.reservation?.extra?.mem ?? 0,
+      disk: r.reservation?.extra?.disk ?? 0,
+      gpus: r.reservation?.extra?.gpus ?? 0
+    },
     volumes: r.volumes ?? [],
     constraints: (r.constraints ?? []).map(prepareConstraint),
     preferences: r.preferences ?? [],

@@ -138,7 +138,8 @@ const runnable = (
   done: ReadonlyArray<boolean>,
   names: ReadonlyArray<string>,
   dependsOn: ReadonlyArray<ReadonlyArray<string> | undefined>,
-  gate: boolean
+  gate: boolean,
+  canary = 0
 ): { readonly indices: Array<number>; readonly waitingForCanary: boolean } => {
   const open = done.flatMap((d, i) => (d ? [] : [i]))
   if (open.length === 0) return { indices: [], waitingForCanary: false }
@@ -148,8 +149,9 @@ const runnable = (
     case "serial":
       return { indices: [open[0]!], waitingForCanary: false }
     case "canary":
-      // The first child runs alone; the rest wait until the operator approves it.
-      if (!done[0]) return { indices: [0], waitingForCanary: false }
+      // The canary (the first child this rollout changes) runs alone; the rest wait until the
+      // operator approves it.
+      if (!done[canary]) return { indices: [canary], waitingForCanary: false }
       return gate ? { indices: [open[0]!], waitingForCanary: false } : { indices: [], waitingForCanary: true }
     case "dependency": {
       const doneByName = new Map(names.map((n, i) => [n, done[i]!]))
@@ -214,12 +216,17 @@ export const view = (
       }
     })
     const gate = phaseOverride?.interrupted === false || planOverride?.interrupted === false
+    // The canary is the first step this rollout runs: steps complete from the start (instances
+    // already on the target, e.g. kv-0..2 of a scale-up to 5) were not rolled, unless a status
+    // was stored for them (the runtime recomputes the plan, so a rolled canary is `done` too).
+    const canary = Math.max(0, phase.steps.findIndex((s) => s.done !== true || byKey.has(`${phase.name}/${s.name}`)))
     const r = runnable(
       phase.strategy,
       steps.map((s) => isDone(s.status)),
       phase.steps.map((s) => s.name),
       phase.steps.map((s) => s.dependsOn),
-      gate
+      gate,
+      canary
     )
     const pausedSteps = new Set(phase.steps.filter((s) => stepOverrides?.get(s.name)?.interrupted === true).map((s) => s.name))
     candidateSets.push(
@@ -232,7 +239,7 @@ export const view = (
       status,
       steps,
       ...(r.waitingForCanary && !phaseForced
-        ? { message: `canary ${phase.steps[0]!.name} is complete: resume the phase to proceed with the other steps` }
+        ? { message: `canary ${phase.steps[canary]!.name} is complete: resume the phase to proceed with the other steps` }
         : phasePaused && status !== "COMPLETE" ? { message: "paused by the operator" } : {})
     })
   }
@@ -256,7 +263,11 @@ export const view = (
     candidates,
     ...(planPaused && status !== "COMPLETE"
       ? { message: plan.manual === true && planOverride === undefined ? "not started: start the plan to run it" : "paused by the operator" }
-      : r.waitingForCanary ? { message: `canary phase ${plan.phases[0]!.name} is complete: resume the plan to proceed` } : {})
+      : r.waitingForCanary ? { message: `canary phase ${plan.phases[0]!.name} is complete: resume the plan to proceed` }
+      // A phase waiting at its canary holds the plan: say so where the operator looks first.
+      : candidates.length === 0 && status !== "COMPLETE" && phases.some((p) => p.status === "WAITING" && p.message !== undefined)
+      ? { message: phases.find((p) => p.status === "WAITING" && p.message !== undefined)!.message }
+      : {})
   }
 }
 

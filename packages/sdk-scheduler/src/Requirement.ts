@@ -226,7 +226,19 @@ export type Resources = typeof Resources.Type
  */
 export const Reservation = Schema.Struct({
   labels: Schema.optional(Schema.Record(Schema.String.check(Schema.isMinLength(1, { message: "label keys must not be empty" })), Schema.String)),
-  existing: Schema.optional(Schema.Boolean)
+  existing: Schema.optional(Schema.Boolean),
+  /**
+   * Scalars reserved with the requirement's resources but not used by its launch: they stay in
+   * the reservation (and are offered again with its labels) for tasks that come later, such as a
+   * pod's sidecar or a plan's task run next to its running tasks. Only reserved when the
+   * reservation is made; a reused reservation already holds them.
+   */
+  extra: Schema.optional(Schema.Struct({
+    cpus: Schema.optional(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0, { message: "must be ≥ 0" }))),
+    mem: Schema.optional(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0, { message: "must be ≥ 0" }))),
+    disk: Schema.optional(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0, { message: "must be ≥ 0" }))),
+    gpus: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0, { message: "must be an integer ≥ 0" })))
+  }))
 })
 /** @since 0.1.0 @category reservations */
 export type Reservation = typeof Reservation.Type

@@ -263,7 +263,14 @@ const fingerprintOf = (spec: ServiceSpec.ServiceSpec, pod: string): string => {
   let byPod = fingerprints.get(spec)
   if (byPod === undefined) fingerprints.set(spec, byPod = new Map())
   let fingerprint = byPod.get(pod)
-  if (fingerprint === undefined) byPod.set(pod, fingerprint = ServiceSpec.podFingerprint(spec, pod))
+  if (fingerprint === undefined) {
+    const base = ServiceSpec.podFingerprint(spec, pod)
+    // Gaining or losing sidecars moves the RUNNING task into or out of a group: a new config.
+    fingerprint = groupMode(spec, pod) && runningTasksOf(spec.pods[pod]!).length === 1
+      ? createHash("sha256").update(`${base}|group`).digest("hex").slice(0, 16)
+      : base
+    byPod.set(pod, fingerprint)
+  }
   return fingerprint
 }
 
@@ -272,6 +279,34 @@ const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"
 /** The pod's RUNNING tasks: one runs as a single task, several as one task group. */
 const runningTasksOf = (pod: ServiceSpec.PodSpec): Array<string> =>
   Object.entries(pod.tasks).filter(([, t]) => t.goal === "RUNNING").map(([name]) => name)
+
+/**
+ * The pod's tasks that custom plans run next to its RUNNING tasks (a backup, a repair): its
+ * tasks named by a plan's phases for that pod (all of them when a phase names none) that are
+ * not RUNNING tasks, in a pod that has RUNNING tasks (none otherwise). Only their plans run
+ * them (the deploy does not), inside the running group.
+ */
+const sidecarsOf = (spec: ServiceSpec.ServiceSpec, pod: string): Array<string> => {
+  const p = spec.pods[pod]
+  if (p === undefined || runningTasksOf(p).length === 0) return []
+  const names = new Set<string>()
+  for (const plan of Object.values(spec.plans ?? {})) {
+    for (const phase of Object.values(plan.phases)) {
+      if (phase.pod !== pod) continue
+      for (const task of phase.tasks ?? Object.keys(p.tasks)) if (p.tasks[task]?.goal !== "RUNNING") names.add(task)
+    }
+  }
+  return [...names]
+}
+
+/**
+ * Whether the pod's RUNNING tasks run as a task group (the default executor): with several of
+ * them, or with sidecars to launch into the group later (they share its sandbox and volumes).
+ */
+const groupMode = (spec: ServiceSpec.ServiceSpec, pod: string): boolean => {
+  const running = runningTasksOf(spec.pods[pod]!)
+  return running.length > 1 || (running.length === 1 && sidecarsOf(spec, pod).length > 0)
+}
 
 /**
  * The tasks of the latest attempt of a requirement launched at or after `since`: one task, or
@@ -348,8 +383,9 @@ const make = (
       return { id: t.value[0], spec: t.value[1] }
     })
 
+    // Under the records lock: a tick in progress would write the old deploy plan's statuses back.
     const update = (input: unknown) =>
-      Effect.gen(function*() {
+      recordsLock.withPermit(Effect.gen(function*() {
         const next = yield* decodeSpec(input)
         const current = yield* configs.target
         if (Option.isSome(current)) yield* ServiceSpec.checkUpdate(current.value[1], next)
@@ -360,7 +396,7 @@ const make = (
         // The stored deploy statuses belonged to the previous target; the new plan starts fresh.
         yield* planStore.removePlan("deploy")
         yield* Queue.offer(wake, undefined)
-      })
+      }))
 
     yield* update(initial)
 
@@ -387,8 +423,8 @@ const make = (
     /** The in-place launch spec registered with the lifecycle per instance (see the tick). */
     const registered = new Map<string, string>()
     const hostsInUse = new Map<string, { readonly pod: string; readonly hostname: string }>()
-    const requirementOf = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, id: string) => {
-      const base = ServiceSpec.requirement(spec, r.pod, r.index, { existing: r.placed, generation: r.generation, id })
+    const requirementOf = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, id: string, launchTasks?: ReadonlyArray<string>) => {
+      const base = ServiceSpec.requirement(spec, r.pod, r.index, { existing: r.placed, generation: r.generation, id, launchTasks })
       if (r.placed) return base
       const avoid = new Set<string>()
       if (r.avoidHostname !== undefined) avoid.add(r.avoidHostname)
@@ -413,12 +449,44 @@ const make = (
      */
     const mainSpec = (spec: ServiceSpec.ServiceSpec, r: InstanceRecord, fingerprint: string): TaskLifecycle.LaunchSpec => {
       const running = runningTasksOf(spec.pods[r.pod]!)
-      const requirement = requirementOf(spec, r, r.instance)
+      if (!groupMode(spec, r.pod)) {
+        return { request: { requirement: requirementOf(spec, r, r.instance), task: TaskInfo.make(spec, r.pod, r.index, running[0]!, { fingerprint }) }, goal: "RUNNING" }
+      }
+      // The group launches its RUNNING tasks' share; the rest of the pod's reservation stays
+      // reserved for the sidecars that custom plans launch into the group.
       return {
-        request: running.length === 1
-          ? { requirement, task: TaskInfo.make(spec, r.pod, r.index, running[0]!, { fingerprint }) }
-          : { requirement, group: TaskInfo.group(spec, r.pod, r.index, running, { fingerprint }) },
+        request: { requirement: requirementOf(spec, r, r.instance, running), group: TaskInfo.group(spec, r.pod, r.index, running, { fingerprint }) },
         goal: "RUNNING"
+      }
+    }
+
+    /**
+     * A sidecar's launch spec: a group of one task, launched into the executor of the instance's
+     * running group (so it shares its sandbox and volumes), on the share of the instance's
+     * reservation the group left for it.
+     */
+    const sidecarSpec = (
+      spec: ServiceSpec.ServiceSpec,
+      r: InstanceRecord,
+      id: string,
+      task: string,
+      executorId: string,
+      options: { readonly fingerprint: string; readonly extraEnv: Readonly<Record<string, string>> }
+    ): TaskLifecycle.LaunchSpec => {
+      const pod = spec.pods[r.pod]!
+      const group = TaskInfo.group(spec, r.pod, r.index, [task], options)
+      return {
+        request: {
+          requirement: Requirement.decodeSync({
+            id,
+            group: r.pod,
+            role: ServiceSpec.roleOf(spec),
+            resources: ServiceSpec.taskResources(pod, pod.tasks[task]!),
+            reservation: { labels: ServiceSpec.reservationLabels(spec, r.instance, r.generation), existing: true }
+          }),
+          group: { executor: { ...group.executor, executorId }, tasks: group.tasks }
+        },
+        goal: "FINISH"
       }
     }
 
@@ -524,8 +592,10 @@ const make = (
           yield* saveRecord(r)
         }
         if (goal.runInit) {
+          const sidecars = running.length > 0 ? sidecarsOf(spec, r.pod) : []
           for (const [name, task] of Object.entries(pod.tasks)) {
-            if (task.goal === "RUNNING") continue
+            // Sidecars run when their plan runs, inside the running group: not at deploy.
+            if (task.goal === "RUNNING" || sidecars.includes(name)) continue
             if (task.goal === "ONCE" && r.onceDone.includes(name)) continue
             const id = initId(r, name, goal.fingerprint)
             const t = latestAny(all, id)
@@ -687,12 +757,38 @@ const make = (
             const since = Option.match(run, { onNone: () => 0, onSome: (x) => x.startedAt })
             const pod = spec.pods[step.pod!]!
             const index = ServiceSpec.parseInstance(instance!)!.index
+            const r = records.get(instance!)
+            // An instance not deployed yet (a plan that went on while the pod scaled up) or
+            // going away: its tasks run on its reservation, so they wait for it.
+            if (r === undefined || r.retiring === true || !r.placed) return "PENDING"
+            const sidecars = sidecarsOf(spec, step.pod!)
             for (const task of step.tasks ?? []) {
               // One requirement per run, so that every start of the plan runs its tasks again.
               const id = `${instance}-${task}-${plan.name}-${since}`
               const t = latest(all, id, since)
               if (t?.state === "FINISHED") continue
+              if (sidecars.includes(task)) {
+                // Into the running group (its sandbox and volumes): wait while the group does not run.
+                const group = latestAttempt(ofInstance(all, r.instance), r.instance, -Infinity)
+                const running = group.length > 0 && group.every((x) => x.state === "RUNNING")
+                if (running) {
+                  const executorId = TaskLifecycle.taskIdOf(r.instance, group[0]!.attempt)
+                  // Registered again each time: a relaunched group runs under a new executor.
+                  yield* tasks.launch([sidecarSpec(spec, r, id, task, executorId, { fingerprint: plan.name, extraEnv: parameters })])
+                }
+                if (live(t)) return t.state === "RUNNING" ? "STARTED" : "STARTING"
+                return running ? "PREPARED" : "STARTING"
+              }
               if (live(t)) return t.state === "RUNNING" ? "STARTED" : "STARTING"
+              if (runningTasksOf(pod).length === 0) {
+                // A pod with no RUNNING task: the plan's task runs on the instance's own reservation
+                // and volumes, as its FINISH tasks do.
+                yield* tasks.launch([{
+                  request: { requirement: requirementOf(spec, r, id), task: TaskInfo.make(spec, step.pod!, index, task, { fingerprint: plan.name, extraEnv: parameters }) },
+                  goal: "FINISH"
+                }])
+                return "PREPARED"
+              }
               const resources = ServiceSpec.taskResources(pod, pod.tasks[task]!)
               yield* tasks.launch([{
                 request: {
@@ -754,7 +850,8 @@ const make = (
         const mine = ofInstance(all, r.instance)
         if (!r.placed && r.retiring !== true) {
           // The Accept that launched a task of this generation also made its reservation.
-          const placed = mine.find((t) => t.launchedAtMs >= r.generationSince && t.progress >= 1)
+          // Its own tasks only (group: the pod), not a plan's task launched elsewhere.
+          const placed = mine.find((t) => t.launchedAtMs >= r.generationSince && t.progress >= 1 && t.group === r.pod)
           if (placed !== undefined) {
             r = { ...r, placed: true, agentId: placed.agentId, hostname: hostnames.get(placed.requirementId) ?? r.hostname }
             changed = true
@@ -932,9 +1029,13 @@ const make = (
       })
 
     const poke = <A, E>(effect: Effect.Effect<A, E>) => Effect.tap(effect, () => Queue.offer(wake, undefined))
+    // Operator commands write what a tick reads and writes back (instance records, step
+    // statuses, plan controls): they wait for the tick in progress, so neither overwrites the
+    // other (a plan restarted mid-tick would otherwise get its old step statuses back).
+    const command = <A, E>(effect: Effect.Effect<A, E>) => poke(recordsLock.withPermit(effect))
 
     const podCommand = (instance: string, kind: "restart" | "replace") =>
-      poke(recordsLock.withPermit(Effect.gen(function*() {
+      command(Effect.gen(function*() {
         const records = yield* loadRecords
         const r = records.get(instance)
         if (r === undefined || r.retiring === true) {
@@ -943,7 +1044,7 @@ const make = (
         const now = yield* Clock.currentTimeMillis
         yield* saveRecord({ ...r, recovery: { kind, requestedAt: now } })
         yield* planStore.setStepStatus("recovery", "recovery", instance, "PENDING", `${kind} requested by the operator`)
-      })))
+      }))
 
     const service: Service = {
       spec: Effect.map(target, (t) => t.spec),
@@ -958,7 +1059,7 @@ const make = (
           return yield* viewOf(plan, spec, records)
         }),
       startPlan: (name, parameters = {}) =>
-        poke(Effect.gen(function*() {
+        command(Effect.gen(function*() {
           const { plan, spec } = yield* known(name)
           const declared = spec.plans?.[name]?.parameters ?? {}
           for (const key of Object.keys(parameters)) {
@@ -971,11 +1072,11 @@ const make = (
           yield* controls.restart(plan, { plan: name })
           yield* controls.start(plan)
         })),
-      stopPlan: (name) => poke(Effect.flatMap(known(name), ({ plan }) => controls.stop(plan))),
-      pause: (t) => poke(Effect.flatMap(knownTarget(t), () => controls.pause(t))),
-      resume: (t) => poke(Effect.flatMap(knownTarget(t), () => controls.resume(t))),
-      forceComplete: (t) => poke(Effect.flatMap(knownTarget(t), () => controls.forceComplete(t))),
-      restartPlan: (t) => poke(Effect.flatMap(knownTarget(t), (plan) => controls.restart(plan, t))),
+      stopPlan: (name) => command(Effect.flatMap(known(name), ({ plan }) => controls.stop(plan))),
+      pause: (t) => command(Effect.flatMap(knownTarget(t), () => controls.pause(t))),
+      resume: (t) => command(Effect.flatMap(knownTarget(t), () => controls.resume(t))),
+      forceComplete: (t) => command(Effect.flatMap(knownTarget(t), () => controls.forceComplete(t))),
+      restartPlan: (t) => command(Effect.flatMap(knownTarget(t), (plan) => controls.restart(plan, t))),
       pods: Effect.gen(function*() {
         const { spec } = yield* target
         const records = yield* loadRecords
@@ -1012,7 +1113,7 @@ const make = (
       }),
       restartPod: (instance) => podCommand(instance, "restart"),
       replacePod: (instance) => podCommand(instance, "replace"),
-      uninstall: poke(Effect.gen(function*() {
+      uninstall: command(Effect.gen(function*() {
         const m = yield* meta
         if (m.uninstalling) return
         yield* orDieSchema(metaStore.put("meta", { uninstalling: true }))

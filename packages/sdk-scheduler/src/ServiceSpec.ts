@@ -577,26 +577,46 @@ export const requirement = (
     readonly generation?: number | undefined
     /** The requirement id (and task id prefix). Default: the instance name. */
     readonly id?: string | undefined
+    /**
+     * Launch only these tasks' resources; the rest of what the listed `tasks` (default: all)
+     * take is reserved with them but left unused (`reservation.extra`), for tasks that come later.
+     */
+    readonly launchTasks?: ReadonlyArray<string> | undefined
   } = {}
 ): Requirement.Requirement => {
   const p = spec.pods[pod]!
   const id = instanceName(pod, index)
-  let cpus = 0, mem = 0, disk = 0, gpus = 0
-  const ports: Array<string> = []
-  const sets = new Set<string>()
-  for (const [taskName, task] of Object.entries(p.tasks)) {
-    if (options.tasks !== undefined && !options.tasks.includes(taskName)) continue
-    if (task.resourceSet !== undefined) {
-      if (sets.has(task.resourceSet)) continue
-      sets.add(task.resourceSet)
+  const sum = (only: ReadonlyArray<string> | undefined) => {
+    let cpus = 0, mem = 0, disk = 0, gpus = 0
+    const ports: Array<string> = []
+    const sets = new Set<string>()
+    for (const [taskName, task] of Object.entries(p.tasks)) {
+      if (only !== undefined && !only.includes(taskName)) continue
+      if (task.resourceSet !== undefined) {
+        if (sets.has(task.resourceSet)) continue
+        sets.add(task.resourceSet)
+      }
+      const r = taskResources(p, task)
+      cpus += r.cpus
+      mem += r.mem
+      disk += r.disk ?? 0
+      gpus += r.gpus ?? 0
+      for (const port of r.ports ?? []) if (!ports.includes(port)) ports.push(port)
     }
-    const r = taskResources(p, task)
-    cpus += r.cpus
-    mem += r.mem
-    disk += r.disk ?? 0
-    gpus += r.gpus ?? 0
-    for (const port of r.ports ?? []) if (!ports.includes(port)) ports.push(port)
+    return { cpus, mem, disk, gpus, ports }
   }
+  const all = sum(options.tasks)
+  const launched = options.launchTasks === undefined ? all : sum(options.launchTasks)
+  const { cpus, mem, disk, gpus } = launched
+  // Every port is taken by the launch: a later task finds its ports in its group's environment.
+  const ports = all.ports
+  const extra = {
+    cpus: round(Math.max(0, all.cpus - launched.cpus)),
+    mem: round(Math.max(0, all.mem - launched.mem)),
+    disk: round(Math.max(0, all.disk - launched.disk)),
+    gpus: Math.max(0, all.gpus - launched.gpus)
+  }
+  const hasExtra = extra.cpus > 0 || extra.mem > 0 || extra.disk > 0 || extra.gpus > 0
   const existing = options.existing === true
   const generation = options.generation ?? 0
   const volumes = (p.volumes ?? []).map((v) =>
@@ -615,7 +635,11 @@ export const requirement = (
       ...(gpus > 0 ? { gpus } : {}),
       ...(ports.length > 0 ? { ports } : {})
     },
-    reservation: { labels: reservationLabels(spec, id, generation), ...(existing ? { existing: true } : {}) },
+    reservation: {
+      labels: reservationLabels(spec, id, generation),
+      ...(existing ? { existing: true } : {}),
+      ...(hasExtra ? { extra: Object.fromEntries(Object.entries(extra).filter(([, v]) => v > 0)) } : {})
+    },
     ...(volumes.length > 0 ? { volumes } : {}),
     ...(p.placement === undefined ? {} : { constraints: p.placement.map((c) => ({ ...c })) }),
     ...(p.preferences === undefined ? {} : { preferences: p.preferences })

@@ -239,6 +239,32 @@ describe("Placement reservations and volumes", () => {
     expect(group.value.taskGroup!.tasks.map((t) => [t.taskId, t.agentId, t.resources.length > 0])).toEqual([["kv-0-server", "agent-1", true], ["kv-0-sidecar", "agent-1", false]])
   })
 
+  it("reservation.extra is reserved with the launch but not launched, and must fit when the reservation is made", () => {
+    const withExtra = stateful({ reservation: { extra: { cpus: 0.5, mem: 128 } } })
+    const p = placed(Placement.evaluate([withExtra], [offer(1)]))
+    const reserve = p.operations[0]!.kind
+    const launch = p.operations[2]!.kind
+    if (reserve?.$case !== "reserve" || launch?.$case !== "launch") throw new Error("expected RESERVE, CREATE, LAUNCH")
+    const sum = (rs: ReadonlyArray<v1.Resource>, name: string) =>
+      rs.filter((r) => r.name === name).reduce((n, r) => n + (r.value?.$case === "scalar" ? r.value.value : 0), 0)
+    expect([sum(reserve.value.resources, "cpus"), sum(reserve.value.resources, "mem")]).toEqual([1.5, 384])
+    expect([sum(launch.value.taskInfos[0]!.resources, "cpus"), sum(launch.value.taskInfos[0]!.resources, "mem")]).toEqual([1, 256])
+    // Room for the launch but not for what is held beyond it: refused, saying how much is needed.
+    const tight = unplaced(Placement.evaluate([withExtra], [offer(2, { resources: "cpus:1.2;mem:4096;disk:2000;ports:[31000-31010]" })]))
+    expect(tight.rejections.map((r) => [r.stage, r.reason])).toEqual([["resources", "needs cpus:1.5, the offer has 1.2 unreserved"]])
+    // A reused reservation already holds the extra: only the launch must fit in it.
+    const labels = { "berth.requirement": "kv-0" }
+    const volume: v1.Resource = {
+      ...reserved("disk:1024", "kv-role", labels)[0]!,
+      disk: { persistence: { id: "kv-0-data", principal: "p" }, volume: { containerPath: "data", hostPath: "", mode: v1.Volume_Mode.RW } }
+    }
+    const again = Placement.evaluate(
+      [stateful({ reservation: { existing: true, extra: { cpus: 0.5 } }, volumes: [{ persistenceId: "kv-0-data", containerPath: "data", existing: true }] })],
+      [offer(3, { resources: [...reserved("cpus:1;mem:256;disk:100;ports:[31000-31000]", "kv-role", labels), volume] })]
+    )
+    expect(kinds(placed(again).operations)).toEqual(["launch"])
+  })
+
   it("LAUNCH_GROUP gives a task that declares scalars its own share, reserved; the rest goes on the first task", () => {
     const executor = v1.ExecutorInfo.create({ type: v1.ExecutorInfo_Type.DEFAULT, executorId: "kv-0-exec" })
     const scalar = (name: string, value: number) => v1.Resource.create({ name, value: { $case: "scalar", value } })

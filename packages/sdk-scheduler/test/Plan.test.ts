@@ -65,6 +65,19 @@ describe("deploy plan from the difference between running and target", () => {
     expect(ServiceSpec.podFingerprint(canary, "kv")).toBe(ServiceSpec.podFingerprint(ServiceSpec.decodeSync({ ...structuredClone(canary), pods: { ...canary.pods, kv: { ...canary.pods.kv!, strategy: "serial" } } }), "kv"))
   })
 
+  it("a canary pod scaled up: the first new instance is the canary (the untouched ones are not), and the plan says it waits", () => {
+    const bigger = ServiceSpec.decodeSync({ ...structuredClone(spec), pods: { ...spec.pods, kv: { ...spec.pods.kv!, strategy: "canary", count: 5 } } })
+    const deployed = { "kv-0": fp(bigger, "kv"), "kv-1": fp(bigger, "kv"), "kv-2": fp(bigger, "kv"), "web-0": fp(spec, "web"), "web-1": fp(spec, "web") }
+    const plan = Plan.deployPlan(bigger, deployed)
+    expect(names(Plan.view(plan, [], noOverrides))).toEqual(["kv/kv-3"])
+    const waiting = Plan.view(plan, [rec("kv", "kv-3", "COMPLETE")], noOverrides)
+    expect(waiting.candidates).toEqual([])
+    expect(waiting.phases[0]!.message).toBe("canary kv-3 is complete: resume the phase to proceed with the other steps")
+    expect(waiting.message).toBe("canary kv-3 is complete: resume the phase to proceed with the other steps")
+    const resumed = Plan.view(plan, [rec("kv", "kv-3", "COMPLETE")], { ...noOverrides, phases: new Map([["kv", override({ interrupted: false })]]) })
+    expect(names(resumed)).toEqual(["kv/kv-4"])
+  })
+
   it("scale up adds deploy steps for the new instances only", () => {
     const bigger = ServiceSpec.decodeSync({ ...structuredClone(spec), pods: { ...spec.pods, kv: { ...spec.pods.kv!, count: 5 } } })
     const deployed = { "kv-0": fp(spec, "kv"), "kv-1": fp(spec, "kv"), "kv-2": fp(spec, "kv"), "web-0": fp(spec, "web"), "web-1": fp(spec, "web") }

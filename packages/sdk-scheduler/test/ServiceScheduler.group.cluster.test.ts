@@ -38,9 +38,19 @@ const specOf = (version: string) =>
             // The sidecar reads what the server wrote: the same sandbox and volume.
             cmd: `while ! test -f data/server.pid; do sleep 0.1; done; echo "sidecar saw $(cat data/server.pid)" >> data/log && echo $$ > data/sidecar.pid && while ! test -f data/stop-sidecar; do sleep 0.1; done; rm data/stop-sidecar`,
             readiness: { cmd: "test -f data/sidecar.pid", intervalSeconds: 0.2 }
+          },
+          // Run by the backup plan inside the running group: it reads the pod's volume.
+          backup: {
+            goal: "FINISH",
+            cpus: 0.1,
+            mem: 32,
+            cmd: `test -s data/log && echo "$BACKUP_NAME: $(wc -l < data/log) lines, server $(cat data/server.pid)" >> data/backups`
           }
         }
       }
+    },
+    plans: {
+      backup: { parameters: { BACKUP_NAME: "unnamed" }, phases: { backup: { pod: "app", strategy: "parallel", tasks: ["backup"] } } }
     }
   })
 
@@ -100,9 +110,9 @@ describe("ServiceScheduler: pods with several RUNNING tasks", () => {
         const sidecar = mine.find((t) => t.info!.taskId.endsWith(".sidecar"))!
         expect(scalar(sidecar, "cpus")).toBeCloseTo(0.2)
         expect(scalar(sidecar, "mem")).toBeCloseTo(64)
-        // The server's share plus what the init task used (the pod's reservation: 0.4 cpus, 144 MB).
-        expect(scalar(server, "cpus")).toBeCloseTo(0.2)
-        expect(scalar(server, "mem")).toBeCloseTo(80)
+        // Only its own share: what the init and backup tasks take stays in the pod's reservation.
+        expect(scalar(server, "cpus")).toBeCloseTo(0.1)
+        expect(scalar(server, "mem")).toBeCloseTo(48)
         // The sidecar saw the server's pid in the shared volume.
         const log = lines(path.join(volume(cluster, p.agentId!, p.instance), "log"))
         const serverPid = fs.readFileSync(path.join(volume(cluster, p.agentId!, p.instance), "server.pid"), "utf8").trim()
@@ -150,7 +160,26 @@ describe("ServiceScheduler: pods with several RUNNING tasks", () => {
         expect(log.length).toBeGreaterThan(2)
       }
 
-      // 4. Uninstall: nothing reserved, no volume, no task left.
+      // 4. The backup plan runs its task inside each running group: it reads the volume the
+      //    server writes, on the reservation's share left for it; the group keeps running.
+      const before = yield* ready
+      yield* service.startPlan("backup", { BACKUP_NAME: "nightly" })
+      yield* waitUntil("backup complete", Effect.map(service.plan("backup"), (v) => (v.status === "COMPLETE" ? v : undefined)), diagnose)
+      const during = yield* cluster.waitFor("state", () => true)
+      for (const p of before) {
+        const dir = volume(cluster, p.agentId!, p.instance)
+        const serverPid = fs.readFileSync(path.join(dir, "server.pid"), "utf8").trim()
+        expect(lines(path.join(dir, "backups"))).toEqual([expect.stringMatching(new RegExp(`^nightly: \\d+ lines, server ${serverPid}$`))])
+        const backup = during.tasks.find((t) => t.info!.taskId.startsWith(`${p.instance}-backup-backup-`))!
+        expect(backup.state).toBe(v1.TaskState.FINISHED)
+        expect(backup.agentId).toBe(p.agentId)
+        expect(backup.info!.executor?.executorId).toBe(p.taskId!.slice(0, p.taskId!.lastIndexOf(".")))
+        // Its resources came from the pod's reservation.
+        expect(backup.info!.resources.every((r) => r.reservations.length > 0)).toBe(true)
+      }
+      expect((yield* ready).map((p) => p.taskId)).toEqual(before.map((p) => p.taskId))
+
+      // 5. Uninstall: nothing reserved, no volume, no task left.
       yield* service.uninstall
       yield* waitUntil("uninstalled", Effect.map(service.plan("uninstall"), (v) => (v.status === "COMPLETE" ? v : undefined)), diagnose)
       const end = yield* cluster.waitFor("state", () => true)

@@ -31,6 +31,11 @@
  * hashed (real gRPC and child processes are not deterministic), so two runs of a seed agree on the
  * hash whenever they agree on what happened.
  *
+ * How each task ended is in the report's `tasks` (not hashed): its final state with the reason,
+ * source and message of the master's latest status, and the states the master reported on the
+ * way, so that a run where a task ended unexpectedly (FAILED where FINISHED was due) can be
+ * explained from the test output alone.
+ *
  * @example
  * ```ts
  * const report = yield* Simulation.simulate({
@@ -139,6 +144,34 @@ export interface Step {
   readonly violations: ReadonlyArray<string>
 }
 
+/** How a task stood at the master once the run settled (from its latest status). */
+export interface TaskOutcome {
+  readonly taskId: string
+  /** The cluster's name of its agent ("agent-2"). */
+  readonly agent: string
+  /** "FINISHED", "FAILED", ... or a live state ("RUNNING") when it had not ended. */
+  readonly state: string
+  /** The status' reason ("EXECUTOR_TERMINATED"); "" when it gives none. */
+  readonly reason: string
+  /** Who produced the status: "MASTER", "AGENT" or "EXECUTOR" ("" when unknown). */
+  readonly source: string
+  readonly message: string
+  /** The exit code of the task's process, when the status gives one. */
+  readonly exitCode?: number | undefined
+  /**
+   * The states the master reported for the task, in order, each with its reason when it gave one
+   * ("STAGING", "RUNNING", "UNREACHABLE(AGENT_DISCONNECTED)", "FINISHED"); repeats collapsed.
+   */
+  readonly history: ReadonlyArray<string>
+}
+
+/** One line for a task outcome, e.g. `job-3 FAILED (EXECUTOR_TERMINATED, from EXECUTOR on agent-3): ... [STAGING > FAILED(...)]`. */
+export const formatTask = (task: TaskOutcome): string => {
+  const why = [task.reason, task.source === "" ? "" : `from ${task.source}`, `on ${task.agent}`].filter((part) => part !== "").join(", ")
+  const exit = task.exitCode === undefined ? "" : ` exit ${task.exitCode}`
+  return `${task.taskId} ${task.state} (${why})${exit}: ${task.message === "" ? "(no message)" : task.message} [${task.history.join(" > ")}]`
+}
+
 export interface Report {
   readonly seed: number
   readonly steps: ReadonlyArray<Step>
@@ -147,6 +180,8 @@ export interface Report {
   readonly ok: boolean
   /** Each task's final state at the master ("job-1 FINISHED"), sorted. */
   readonly outcome: ReadonlyArray<string>
+  /** How each task ended (state, reason, source, message, history), sorted by task id; not hashed. */
+  readonly tasks: ReadonlyArray<TaskOutcome>
   /** The semantic events hashed, in order. */
   readonly events: ReadonlyArray<string>
   /** sha256 of `events`. */
@@ -197,6 +232,16 @@ export const simulate = (
 
     // The master's view of every task, from its event stream: checked as it arrives.
     const masterStates = new Map<string, v1.TaskState>()
+    // What the master reported for each task, in order (for the report only).
+    const histories = new Map<string, Array<string>>()
+    const remember = (taskId: string, state: v1.TaskState, reason: v1.TaskStatus_Reason | undefined) => {
+      const entry = reason === undefined || reason === v1.TaskStatus_Reason.UNSPECIFIED
+        ? TaskStates.name(state)
+        : `${TaskStates.name(state)}(${reasonName(reason)})`
+      const history = histories.get(taskId) ?? []
+      if (history[history.length - 1] !== entry) history.push(entry)
+      histories.set(taskId, history)
+    }
     const watch = yield* Effect.gen(function*() {
       yield* cluster.operator.events.pipe(
         Stream.runForEach((event) =>
@@ -208,6 +253,7 @@ export const simulate = (
                 found(`double launch: task ${taskId} was added again while ${TaskStates.name(before)}`)
               }
               masterStates.set(taskId, event.value.task?.state ?? v1.TaskState.STAGING)
+              remember(taskId, event.value.task?.state ?? v1.TaskState.STAGING, event.value.task?.status?.reason)
             }
             if (event?.$case === "taskUpdated") {
               const taskId = event.value.status?.taskId ?? ""
@@ -216,6 +262,7 @@ export const simulate = (
                 found(`terminal state regressed: task ${taskId} went from ${TaskStates.name(before)} to ${TaskStates.name(event.value.state)}`)
               }
               if (before === undefined || !TaskStates.isTerminal(before)) masterStates.set(taskId, event.value.state)
+              remember(taskId, event.value.state, event.value.status?.reason)
             }
           })
         ),
@@ -376,8 +423,33 @@ export const simulate = (
     for (const [taskId, actual] of master) {
       if (!TaskStates.isTerminal(actual) && store.task(taskId) === undefined) found(`orphan: ${taskId} is ${TaskStates.name(actual)} at the master, not in the framework's record`)
     }
+    // The event stream may trail the state just read by a few events: let it catch up (bounded)
+    // before it stops, so that each task's history ends where the master says the task is.
+    const historyState = (taskId: string) => histories.get(taskId)?.at(-1)?.split("(")[0]
+    const behind = () => state.tasks.some((t) => historyState(t.info?.taskId ?? "") !== TaskStates.name(t.state))
+    for (let waited = 0; waited < 2_000 && behind(); waited += 50) yield* Effect.sleep("50 millis")
     yield* Fiber.interrupt(watch)
     const outcome = [...master].map(([taskId, s]) => `${taskId} ${TaskStates.name(s)}`).sort()
+    const agentNames = new Map(cluster.agents.map((a) => [a.agentId, a.name]))
+    const tasks: Array<TaskOutcome> = state.tasks
+      .map((t) => {
+        const taskId = t.info?.taskId ?? ""
+        const status = t.status
+        return {
+          taskId,
+          agent: agentNames.get(t.agentId) ?? t.agentId,
+          state: TaskStates.name(t.state),
+          reason: status === undefined || status.reason === v1.TaskStatus_Reason.UNSPECIFIED ? "" : reasonName(status.reason),
+          source: status === undefined || status.source === v1.TaskStatus_Source.UNSPECIFIED ? "" : sourceName(status.source),
+          message: status?.message ?? "",
+          ...(status?.exitCode === undefined ? {} : { exitCode: status.exitCode }),
+          // Still behind (an event lost with a master's stream): the state read ends it.
+          history: historyState(taskId) === TaskStates.name(t.state)
+            ? histories.get(taskId) ?? []
+            : [...histories.get(taskId) ?? [], status === undefined || status.reason === v1.TaskStatus_Reason.UNSPECIFIED ? TaskStates.name(t.state) : `${TaskStates.name(t.state)}(${reasonName(status.reason)})`]
+        }
+      })
+      .sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0))
     for (const v of violations) if (!semantic.some((line) => line.endsWith(`violation: ${v}`))) semantic.push(`final: violation: ${v}`)
     // Hashed: whether each task ended or still runs, not how it ended. Under injected faults a
     // task's exit (FINISHED, or FAILED when a fault caught it mid-run) depends on real timing, which
@@ -392,6 +464,7 @@ export const simulate = (
       violations,
       ok: violations.length === 0,
       outcome,
+      tasks,
       events: semantic,
       hash: createHash("sha256").update(semantic.join("\n")).digest("hex"),
       clusterLog: cluster.events.format()
@@ -400,6 +473,11 @@ export const simulate = (
     // Steps and settling take real time, also when the caller runs on a TestClock (`it.effect`).
     Effect.provideService(Clock.Clock, VirtualClock.liveClock)
   )
+
+const reasonNames = new Map<number, string>(Object.entries(v1.TaskStatus_Reason).map(([name, value]) => [value, name]))
+const reasonName = (reason: v1.TaskStatus_Reason): string => reasonNames.get(reason) ?? `REASON(${reason})`
+const sourceNames = new Map<number, string>(Object.entries(v1.TaskStatus_Source).map(([name, value]) => [value, name]))
+const sourceName = (source: v1.TaskStatus_Source): string => sourceNames.get(source) ?? `SOURCE(${source})`
 
 /**
  * The tasks RUNNING now, at the master or in the framework's durable record (sorted); undefined

@@ -109,11 +109,26 @@ describe("Simulation.simulate", () => {
       const run = () => Effect.scoped(Simulation.simulate({ seed: 42, steps: 8, faults, framework: toy("jobs", false) }))
       const first = yield* run()
       const second = yield* run()
-      expect(first.violations, first.clusterLog).toEqual([])
-      // Every job ran to an end (most FINISHED; one a fault caught mid-run may have FAILED).
-      expect(first.outcome.map((line) => line.split(" ")[0]), `${first.events.join("\n")}\n${first.clusterLog}`).toEqual(JOBS.map((j) => j.taskId))
-      expect(first.events.filter((e) => e.startsWith("outcome: "))).toEqual(JOBS.map((j) => `outcome: ${j.taskId} ended`))
-      expect(second.events).toEqual(first.events)
+      // How every task ended (state, reason, source, message, what the master reported on the way):
+      // printed with any failure below, and for any job that did not FINISH, so that a run where a
+      // fault made a job end otherwise can be explained from the test output.
+      const explain = (report: Simulation.Report) =>
+        `tasks:\n${report.tasks.map(Simulation.formatTask).join("\n")}\nevents:\n${report.events.join("\n")}\n${report.clusterLog}`
+      for (const [i, report] of [first, second].entries()) {
+        for (const task of report.tasks) if (task.state !== "FINISHED") console.log(`seed 42, run ${i + 1}: ${Simulation.formatTask(task)}`)
+      }
+      expect(first.violations, explain(first)).toEqual([])
+      // Every job ran to an end (FINISHED unless a fault ended it otherwise; see `tasks`).
+      expect(first.outcome.map((line) => line.split(" ")[0]), explain(first)).toEqual(JOBS.map((j) => j.taskId))
+      expect(first.events.filter((e) => e.startsWith("outcome: ")), explain(first)).toEqual(JOBS.map((j) => `outcome: ${j.taskId} ended`))
+      // The detailed outcome agrees with the master's final states.
+      expect(first.tasks.map((t) => `${t.taskId} ${t.state}`)).toEqual(first.outcome)
+      for (const task of first.tasks) {
+        expect(task.history.length, Simulation.formatTask(task)).toBeGreaterThan(0)
+        expect(task.history.at(-1)?.split("(")[0], Simulation.formatTask(task)).toBe(task.state)
+        if (task.state === "FINISHED") expect(task.exitCode, Simulation.formatTask(task)).toBe(0)
+      }
+      expect(second.events, `first:\n${explain(first)}\nsecond:\n${explain(second)}`).toEqual(first.events)
       expect(second.hash).toBe(first.hash)
       expect(first.steps).toHaveLength(8)
       // A different seed draws a different schedule.

@@ -299,13 +299,20 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       if (recorded !== undefined) yield* killLeftovers(recorded)
       const termination = readExitStatus(checkpoint.exitStatusFile)
       if (termination === undefined && recorded === undefined) {
-        yield* report({
-          taskId: info.taskId,
-          state: killReason === undefined ? TaskState.FAILED : TaskState.KILLED,
-          reason: killReason ?? Reason.EXECUTOR_TERMINATED,
-          message: "The executor stopped before the task's command was started; it never ran"
-        })
-        return true
+        if (killReason !== undefined) {
+          yield* report({
+            taskId: info.taskId,
+            state: TaskState.KILLED,
+            reason: killReason,
+            message: "The executor stopped before the task's command was started; it never ran"
+          })
+          return true
+        }
+        // The earlier executor had the task (STARTING) but stopped before its command started (its
+        // agent restarted mid-launch): nothing of it ran, so start it now, as an executor that
+        // outlived its agent would have (Mesos' does). Failing it would fail a healthy task for an
+        // agent restart (ARCHITECTURE §3, invariant 5).
+        return yield* launch(info)
       }
       yield* report(terminalStatus({ info, killReason, killMessage: undefined }, termination ?? { code: null, signal: null }))
       return true

@@ -3,7 +3,7 @@ import * as path from "node:path"
 import { Effect, Queue, Stream } from "effect"
 import { TaskStates, v1 } from "@berth/proto"
 import type { Recovered } from "../CommandExecutor.ts"
-import type { RunOptions } from "../DefaultExecutor.ts"
+import type { RecoveredGroup, RunOptions } from "../DefaultExecutor.ts"
 import {
   type ExecutorEvent,
   ExecutorSession,
@@ -15,11 +15,13 @@ import {
 import { run as runCommand, taskProblem } from "./commandExecutor.ts"
 
 /**
- * The default executor is a composition, not a copy: each task of the group is run by a command
+ * The default executor is a composition, not a copy: each task of a group is run by a command
  * executor of its own (same fetch, process, health-check and checkpoint machinery) over an
- * in-process sub-session. This loop owns the group: it validates it as a whole, starts the
+ * in-process sub-session. This loop owns the groups: it validates each as a whole, starts its
  * members together, forwards their updates to the real session, and applies the group policy
- * (a member that fails or is killed takes the others with it).
+ * per group, as Mesos does (a member that fails or is killed takes the rest of its own group
+ * with it; other groups of the executor run on). Further groups may arrive while it runs: they
+ * share the sandbox, which is how a sidecar (a backup) reads a running pod's volumes.
  */
 
 type Input =
@@ -27,8 +29,16 @@ type Input =
   | { readonly _tag: "EventsEnded" }
   | { readonly _tag: "MemberDone"; readonly taskId: string }
 
+/** One LAUNCH_GROUP: the unit of the group policy. */
+interface Group {
+  readonly members: Array<Member>
+  /** Set once the group policy (or a kill) ends the group: it happens once per group. */
+  killed: boolean
+}
+
 interface Member {
   readonly info: v1.TaskInfo
+  readonly group: Group
   executor: InProcess | undefined
   /** Set once its terminal update went out. */
   terminal: boolean
@@ -95,20 +105,21 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       Effect.forkScoped
     )
     const report = (init: StatusInit) => Effect.asVoid(session.update(init))
-    /** The group's tasks, by id; undefined until the group is launched (or recovered). */
-    let members: Map<string, Member> | undefined
-    /** Set once the group policy (or a kill) ends the group: it happens once. */
-    let groupKilled = false
+    /** Every task of every group this executor was given (or recovered), by id. */
+    const members = new Map<string, Member>()
+    /** Set by a shutdown (or the end of the events): no further group is started. */
+    let shuttingDown = false
 
-    /** Kills every live member but `except`, saying why on their KILLED updates. */
+    /** Kills every live member of `group` but `except`, saying why on their KILLED updates. */
     const killGroup = Effect.fnUntraced(function*(
+      group: Group,
       except: string,
       why: string,
       reason: v1.TaskStatus_Reason,
       killPolicy?: v1.KillPolicy
     ) {
-      groupKilled = true
-      for (const member of members?.values() ?? []) {
+      group.killed = true
+      for (const member of group.members) {
         if (member.info.taskId === except || member.terminal || member.executor === undefined) continue
         member.groupKill = why
         yield* member.executor.send({
@@ -130,9 +141,11 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         )
         if (!TaskStates.isTerminal(status.state)) return
         member.terminal = true
-        // Mesos' default policy: a task that ends other than FINISHED kills the rest of its group.
-        if (status.state !== TaskState.FINISHED && !groupKilled) {
+        // Mesos' default policy: a task that ends other than FINISHED kills the rest of its group
+        // (its own group only: the executor's other groups keep running).
+        if (status.state !== TaskState.FINISHED && !member.group.killed) {
           yield* killGroup(
+            member.group,
             status.taskId,
             `Killed with its task group: task ${status.taskId} ${howItEnded(status)}`,
             Reason.EXECUTOR_TERMINATED
@@ -171,61 +184,77 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       if (recovered === undefined) yield* executor.send({ $case: "launch", value: { task: info } })
     })
 
-    const newMember = (info: v1.TaskInfo): Member => ({
-      info,
-      executor: undefined,
-      terminal: false,
-      done: false,
-      groupKill: undefined
-    })
+    /** A new group of `infos`, its members registered (not started yet). */
+    const newGroup = (infos: ReadonlyArray<v1.TaskInfo>): Group => {
+      const group: Group = { members: [], killed: false }
+      for (const info of infos) {
+        const member: Member = { info, group, executor: undefined, terminal: false, done: false, groupKill: undefined }
+        group.members.push(member)
+        members.set(info.taskId, member)
+      }
+      return group
+    }
 
-    /** All or nothing: the whole group is checked before any task is started. */
+    /** Reports ERROR (REASON_TASK_INVALID) for each of `tasks`, with its own message. */
+    const refuse = (tasks: ReadonlyArray<v1.TaskInfo>, message: (info: v1.TaskInfo) => string) =>
+      Effect.forEach(
+        tasks,
+        (info) => report({ taskId: info.taskId, state: TaskState.ERROR, reason: Reason.TASK_INVALID, message: message(info) }),
+        { discard: true }
+      )
+
+    /**
+     * All or nothing: the whole group is checked before any task is started. A group arriving
+     * while others run joins them in the shared sandbox. Returns whether the executor is done.
+     */
     const launchGroup = Effect.fnUntraced(function*(tasks: ReadonlyArray<v1.TaskInfo>) {
-      if (members !== undefined) {
-        // A resent launch of the running group starts nothing; another group is refused.
+      // A resent launch of a group this executor runs (or ran) starts nothing again.
+      if (tasks.length > 0 && tasks.every((info) => members.has(info.taskId))) return false
+      if (shuttingDown) {
         for (const info of tasks) {
-          if (members.has(info.taskId)) continue
           yield* report({
             taskId: info.taskId,
-            state: TaskState.ERROR,
-            reason: Reason.TASK_INVALID,
-            message: "the default executor runs one task group; launch another group under another executor id"
+            state: TaskState.DROPPED,
+            reason: Reason.EXECUTOR_TERMINATED,
+            message: "the executor is shutting down: no task of the group was started; launch it again"
           })
         }
         return false
       }
-      const problem = groupProblem(tasks)
-      if (problem !== undefined) {
-        for (const info of tasks) {
-          yield* report({
-            taskId: info.taskId,
-            state: TaskState.ERROR,
-            reason: Reason.TASK_INVALID,
-            message: info.taskId === problem.taskId
-              ? problem.message
-              : `Task group is invalid, no task of it was started: ${problem.message}`
-          })
+      // A task id names its directory in the shared sandbox: one id, one task per executor.
+      const reused = tasks.findIndex((info) => members.has(info.taskId))
+      const problem = reused >= 0
+        ? {
+          taskId: tasks[reused]!.taskId,
+          message: `task_group.tasks[${reused}].task_id: "${tasks[reused]!.taskId}" is already a task of this executor (in another group); give the task a new id`
         }
-        return true
+        : groupProblem(tasks)
+      if (problem !== undefined) {
+        yield* refuse(
+          tasks.filter((info) => !members.has(info.taskId)),
+          (info) => info.taskId === problem.taskId ? problem.message : `Task group is invalid, no task of it was started: ${problem.message}`
+        )
+        return members.size === 0
       }
-      members = new Map(tasks.map((info) => [info.taskId, newMember(info)]))
-      for (const member of members.values()) yield* startMember(member)
+      const group = newGroup(tasks)
+      for (const member of group.members) yield* startMember(member)
       return false
     })
 
-    const allDone = () => members !== undefined && [...members.values()].every((m) => m.done)
+    const allDone = () => members.size > 0 && [...members.values()].every((m) => m.done)
 
     /** Returns whether the executor is done. */
     const handle = Effect.fnUntraced(function*(input: Input) {
       switch (input._tag) {
         case "MemberDone": {
-          const member = members?.get(input.taskId)
+          const member = members.get(input.taskId)
           if (member !== undefined) member.done = true
           return allDone()
         }
         case "EventsEnded": {
           // The agent is gone: each member stops its task as for a shutdown.
-          if (members === undefined) return true
+          if (members.size === 0) return true
+          shuttingDown = true
           for (const member of members.values()) yield* member.executor?.end ?? Effect.void
           return allDone()
         }
@@ -249,15 +278,15 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
             case "kill": {
               const { killPolicy, taskId } = event.value
               const reason = event.value.reason !== Reason.UNSPECIFIED ? event.value.reason : Reason.KILLED_BY_SCHEDULER
-              const member = members?.get(taskId)
+              const member = members.get(taskId)
               if (member === undefined) {
                 yield* report({ taskId, state: TaskState.KILLED, reason, message: "Task was not running" })
-                return members === undefined
+                return members.size === 0
               }
               if (member.terminal || member.executor === undefined) return false
-              // As in Mesos, killing one task of a group kills the whole group.
-              if (!groupKilled) {
-                yield* killGroup(taskId, `Killed with its task group: task ${taskId} was killed`, reason, killPolicy)
+              // As in Mesos, killing one task of a group kills its group (and only its group).
+              if (!member.group.killed) {
+                yield* killGroup(member.group, taskId, `Killed with its task group: task ${taskId} was killed`, reason, killPolicy)
               }
               yield* member.executor.send({
                 $case: "kill",
@@ -266,9 +295,10 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
               return false
             }
             case "shutdown": {
-              if (members === undefined) return true
-              groupKilled = true
+              if (members.size === 0) return true
+              shuttingDown = true
               for (const member of members.values()) {
+                member.group.killed = true
                 if (!member.terminal) yield* member.executor?.send(event) ?? Effect.void
               }
               return false
@@ -281,14 +311,20 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
     })
 
     let done = false
-    const recover = options.recover
-    if (recover !== undefined && recover.tasks.length > 0) {
-      members = new Map(recover.tasks.map((r) => [r.task.taskId, newMember(r.task)]))
+    const recovering = options.recover === undefined
+      ? []
+      : Array.isArray(options.recover)
+      ? options.recover as ReadonlyArray<RecoveredGroup>
+      : [options.recover as RecoveredGroup]
+    for (const recover of recovering) {
+      if (recover.tasks.length === 0) continue
+      const group = newGroup(recover.tasks.map((r) => r.task))
       for (const recovered of recover.tasks) yield* startMember(members.get(recovered.task.taskId)!, recovered)
       // A task that failed while the agent was away, before its siblings were killed: finish the policy.
       const failed = (recover.ended ?? []).find((status) => status.state !== TaskState.FINISHED)
-      if (failed !== undefined && !groupKilled) {
+      if (failed !== undefined && !group.killed) {
         yield* killGroup(
+          group,
           failed.taskId,
           `Killed with its task group: task ${failed.taskId} ${howItEnded(failed)}`,
           Reason.EXECUTOR_TERMINATED

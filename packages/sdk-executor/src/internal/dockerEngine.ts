@@ -32,6 +32,8 @@ export interface Connection {
 
 export interface ContainerState {
   readonly running: boolean
+  /** False for a container created but never started (its exit code means nothing). */
+  readonly started: boolean
   readonly exitCode: number
   readonly oomKilled: boolean
 }
@@ -160,6 +162,7 @@ export const connect = (connection?: Connection): Effect.Effect<Engine, DockerEn
         call("inspect container", (signal) => docker.getContainer(id).inspect({ abortSignal: signal })).pipe(
           Effect.map((info) => ({
             running: info.State.Running,
+            started: info.State.Status !== "created",
             exitCode: info.State.ExitCode,
             oomKilled: info.State.OOMKilled
           }))

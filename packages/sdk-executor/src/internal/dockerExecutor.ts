@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { constants as osConstants } from "node:os"
-import { Duration, Effect, Option, Queue, Result, Stream } from "effect"
+import { Duration, Effect, Option, Queue, Result, Schema, Stream } from "effect"
 import { Resources, v1 } from "@berth/proto"
 import type { Recovered, RunOptions } from "../DockerExecutor.ts"
 import { LaunchError } from "../ExecutorError.ts"
@@ -46,6 +46,25 @@ const killReasonOf = (kill: { readonly reason?: v1.TaskStatus_Reason }): v1.Task
   kill.reason !== undefined && kill.reason !== Reason.UNSPECIFIED ? kill.reason : Reason.KILLED_BY_SCHEDULER
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * What the executor records in `checkpoint.exitStatusFile` once the container ended, before it
+ * removes the container: so that a later `recover` that finds no container can tell a task that
+ * ran and ended (its terminal status lost with the agent) from one that never got a container.
+ */
+const RecordedExit = Schema.fromJsonString(Schema.Struct({ exitCode: Schema.Number, oomKilled: Schema.Boolean }))
+
+/** The exit recorded in `file`, or `undefined` when there is none (or it cannot be read). */
+const readRecordedExit = (file: string): { readonly exitCode: number; readonly oomKilled: boolean } | undefined => {
+  let text: string
+  try {
+    text = fs.readFileSync(file, "utf8")
+  } catch {
+    return undefined
+  }
+  const decoded = Schema.decodeUnknownResult(RecordedExit)(text)
+  return Result.isSuccess(decoded) ? decoded.success : undefined
+}
 
 /** Resolves `p` through symlinks as far as it exists (a socket path may be a link, e.g. /var/run). */
 const realpath = (p: string): string => {
@@ -224,6 +243,27 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       }
     }
 
+    const exitStatusFile = options.checkpoint?.exitStatusFile
+    /**
+     * Records how the container ended, durably and atomically, before it is removed: once it is
+     * gone, this is all a later `recover` has to tell "ended" from "never created" (see RecordedExit).
+     */
+    const recordExit = (exitCode: number, oomKilled: boolean): Effect.Effect<void> =>
+      exitStatusFile === undefined ? Effect.void : Effect.try({
+        try: () => {
+          const temporary = `${exitStatusFile}.tmp`
+          const fd = fs.openSync(temporary, "w")
+          try {
+            fs.writeSync(fd, `${JSON.stringify({ exitCode, oomKilled })}\n`)
+            fs.fsyncSync(fd)
+          } finally {
+            fs.closeSync(fd)
+          }
+          fs.renameSync(temporary, exitStatusFile)
+        },
+        catch: errorText
+      }).pipe(Effect.catch((message) => Effect.logWarning(`cannot record the container's exit in ${exitStatusFile}: ${message}`)))
+
     const engineError = (taskId: string) => (error: DockerEngineError) =>
       new LaunchError({ taskId, message: `Docker engine: ${error.operation}: ${error.message}` })
 
@@ -401,14 +441,16 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
       const state = Result.isSuccess(result)
         ? yield* engine!.inspect(running.id).pipe(Effect.option)
         : undefined
+      const oomKilled = state !== undefined && Option.isSome(state) && state.value.oomKilled
+      if (Result.isSuccess(result)) yield* recordExit(result.success, oomKilled)
       // Gone before its terminal update, so a scheduler that sees the update sees no container.
       yield* removeAll(engine!)
-      return terminal(running.info, running.killReason, result, state !== undefined && Option.isSome(state) && state.value.oomKilled)
+      return terminal(running.info, running.killReason, result, oomKilled)
     })
 
     /**
-     * Takes over the container of a task an earlier executor started (found by its labels);
-     * returns whether the executor is done (the container ended, or is gone).
+     * Takes over the container of a task an earlier executor was given (found by its labels), or
+     * starts the task when it never got one; returns whether the executor is done.
      */
     const recover = Effect.fnUntraced(function*(recovered: Recovered) {
       const info = recovered.task
@@ -464,22 +506,48 @@ export const run = (options: RunOptions): Effect.Effect<void, never, ExecutorSes
         }
       }
       // It ended (or cannot be followed) while nobody watched: report how, and remove what is left.
-      const ended = live ?? containers[0]
+      // A container created but never started (the agent stopped between create and start) did
+      // not run the task: it is removed below with the rest and the task launched again.
+      const ended = live ?? containers.find((c) => c.state.started)
       if (live !== undefined) yield* docker.stop(live.id, 0).pipe(Effect.ignore)
+      if (ended !== undefined) {
+        const state = live === undefined ? ended.state : yield* docker.inspect(live.id).pipe(Effect.orElseSucceed(() => ended.state))
+        yield* recordExit(state.exitCode, state.oomKilled)
+        yield* removeAll(docker)
+        yield* report(terminal(info, killReason, Result.succeed(state.exitCode), state.oomKilled))
+        return true
+      }
       yield* removeAll(docker)
-      if (ended === undefined) {
+      if (Result.isFailure(found)) {
+        // Whether it has a container is unknown: starting another could run the task twice.
         yield* report({
           taskId,
           state: killReason === undefined ? TaskState.FAILED : TaskState.KILLED,
           reason: killReason ?? Reason.EXECUTOR_TERMINATED,
-          message: Result.isFailure(found)
-            ? `Cannot re-attach to the task's container: ${found.failure.operation}: ${found.failure.message}`
-            : "The task's container is gone: it was removed while the agent was away, or never created"
+          message: `Cannot re-attach to the task's container: ${found.failure.operation}: ${found.failure.message}`
         })
         return true
       }
-      yield* report(terminal(info, killReason, Result.succeed(ended.state.exitCode), ended.state.oomKilled))
-      return true
+      // No container, but it had one that ended (and was removed) before its terminal status got out.
+      const recorded = exitStatusFile === undefined ? undefined : readRecordedExit(exitStatusFile)
+      if (recorded !== undefined) {
+        yield* report(terminal(info, killReason, Result.succeed(recorded.exitCode), recorded.oomKilled))
+        return true
+      }
+      if (killReason !== undefined) {
+        yield* report({
+          taskId,
+          state: TaskState.KILLED,
+          reason: killReason,
+          message: "The executor stopped before the task's container was created; it never ran"
+        })
+        return true
+      }
+      // The earlier executor had the task (STARTING) but stopped before its container was created
+      // (its agent restarted mid-launch): nothing of it ran, so launch it now, as an executor that
+      // outlived its agent would have (Mesos' does). Failing it would fail a healthy task for an
+      // agent restart (ARCHITECTURE §3, invariant 5).
+      return yield* launch(info)
     })
 
     /** Returns whether the executor is done. */

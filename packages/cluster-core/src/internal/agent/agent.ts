@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js"
-import { TaskStates, v1 } from "@berth/proto"
+import { Resources, TaskStates, v1 } from "@berth/proto"
 import { CommandExecutor, DefaultExecutor, DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
-import { Cause, Clock, Deferred, Effect, Fiber, Queue, Result, Schedule, Scope, Stream } from "effect"
+import { Cause, Clock, Deferred, Effect, Fiber, Queue, Result, Schedule, Scope, Semaphore, Stream } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -103,6 +103,35 @@ interface Group {
   readonly checkpoint: string
   /** Tasks whose terminal update is not acknowledged yet: the run is over when none is left. */
   readonly live: Set<string>
+}
+
+/**
+ * A default executor's run, as long as it may take further groups: every LAUNCH_GROUP naming
+ * its executor id while it still runs a task joins it (Mesos' semantics: same sandbox, same
+ * volumes, group policy per group), so a sidecar such as a backup sees the pod's data.
+ */
+interface GroupExecutor {
+  readonly frameworkId: string
+  readonly info: v1.ExecutorInfo
+  /** The run shared by every group: executor id, sandbox, checkpoint directory, live tasks. */
+  readonly run: Group
+  readonly runId: string
+  /** Every task given to this run (the update checkpoint of a task is found here). */
+  readonly byTask: Map<string, RunningTask>
+  /** Volumes linked into the sandbox, by persistence id and container path. */
+  readonly mounted: Set<string>
+  /**
+   * Serialises the run's start and each group added to it: a group is checkpointed and handed
+   * over only once the executor (and the groups before it) are. Starts with no permit: the
+   * run's start releases it.
+   */
+  readonly lock: Semaphore.Semaphore
+  /** Groups recorded in the checkpoint so far (run.json holds the first). */
+  groups: number
+  executor: ExecutorSession.InProcess | undefined
+  fiber: Fiber.Fiber<void> | undefined
+  /** Set once the executor returned: nothing can join it any more. */
+  ended: boolean
 }
 
 /** How many launches of one run order proceed at once. */
@@ -440,27 +469,48 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
 
   // ---------------------------------------------------------------- task groups
 
+  /** The group executors that may take further groups, by "frameworkId/executorId". */
+  const groupExecutors = new Map<string, GroupExecutor>()
+
+  /** Whether a group arriving now can join `live`: its executor still runs a task of it. */
+  const joinable = (live: GroupExecutor) =>
+    !live.ended && [...live.byTask.values()].some((t) => t.latest === undefined || !TaskStates.isTerminal(t.latest.state))
+
+  /** What must match for a group to join a running executor: all but the stamps of the master. */
+  const sameExecutor = (running: v1.ExecutorInfo, wanted: v1.ExecutorInfo): boolean => {
+    const encode = (e: v1.ExecutorInfo) =>
+      Buffer.from(v1.ExecutorInfo.encode({
+        ...e,
+        frameworkId: "",
+        resources: Resources.normalize(e.resources.map((r) => ({ ...r, allocationRole: "" })))
+      }).finish())
+    return encode(running).equals(encode(wanted))
+  }
+
+  const volumeKey = (r: v1.Resource) => `${r.disk?.persistence?.id ?? ""}\0${r.disk?.volume?.containerPath ?? ""}`
+
   /**
-   * Starts the default executor of a task group (`entries` share `group`); with `recover`, it
-   * takes over the group's tasks from an earlier agent. Each task is checkpointed like a single
-   * task, in its own directory of the group's run.
+   * Starts the default executor of `live`'s run; with `recover`, it takes over the groups of an
+   * earlier agent. Each task is checkpointed like a single task, in its own directory of the run.
+   * Once the executor returns, a task handed to it that it never started (it was ending as the
+   * group arrived) is DROPPED, so no task waits in STAGING for an executor that is gone.
    */
-  const startGroupExecutor = (frameworkId: string, group: Group, entries: ReadonlyArray<RunningTask>, recover?: DefaultExecutor.RecoveredGroup) =>
+  const startGroupExecutor = (live: GroupExecutor, recover?: ReadonlyArray<DefaultExecutor.RecoveredGroup>) =>
     Effect.gen(function*() {
-      const byTask = new Map(entries.map((entry) => [entry.info.taskId, entry]))
+      const first = [...live.byTask.values()][0]
       const executor = yield* ExecutorSession.makeInProcess({
-        frameworkId,
-        executorId: group.executorId,
+        frameworkId: live.frameworkId,
+        executorId: live.run.executorId,
         agentId,
-        onUpdate: (status) => record(frameworkId, byTask.get(status.taskId)?.checkpoint, status)
+        onUpdate: (status) => record(live.frameworkId, live.byTask.get(status.taskId)?.checkpoint, status)
       })
       const fiber = yield* DefaultExecutor.run({
-        sandbox: group.sandbox,
-        user: entries[0]?.framework.user,
-        isolation: isolation(entries[0]?.runId ?? group.executorId),
+        sandbox: live.run.sandbox,
+        user: first?.framework.user,
+        isolation: isolation(live.runId),
         fetcher: { cacheDir: path.join(config.workDir, "cache") },
         checkpoint: (info) => {
-          const dir = Checkpoint.groupTaskDir(group.checkpoint, info.taskId)
+          const dir = Checkpoint.groupTaskDir(live.run.checkpoint, info.taskId)
           return {
             exitStatusFile: Checkpoint.exitStatusFile(dir),
             onStarted: recordProcess(dir, info.taskId),
@@ -472,60 +522,142 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
       }).pipe(
         Effect.provide(ExecutorSession.layerInProcess(executor)),
         Effect.scoped,
+        Effect.onExit((exit) =>
+          Effect.gen(function*() {
+            live.ended = true
+            // Interrupted: the agent stops and the tasks run on for the next agent to take over.
+            if (exit._tag !== "Success") return
+            const now = yield* Clock.currentTimeMillis
+            for (const entry of live.byTask.values()) {
+              if (entry.latest !== undefined || !tasks.has(key(live.frameworkId, entry.info.taskId))) continue
+              yield* record(
+                live.frameworkId,
+                entry.checkpoint,
+                agentStatus(
+                  entry.info,
+                  v1.TaskState.DROPPED,
+                  v1.TaskStatus_Reason.EXECUTOR_TERMINATED,
+                  `executor "${live.run.executorId}" ended before it started the task; launch its group again`,
+                  now
+                )
+              )
+            }
+          })
+        ),
         Effect.forkIn(executors)
       )
-      for (const entry of entries) {
+      live.executor = executor
+      live.fiber = fiber
+      for (const entry of live.byTask.values()) {
         entry.executor = executor
         entry.fiber = fiber
       }
       return executor
     })
 
-  /** Every volume of the group's tasks, each once: they are linked into the shared sandbox once. */
-  const groupVolumes = (tasks: ReadonlyArray<v1.TaskInfo>): Array<v1.Resource> => {
-    const seen = new Set<string>()
+  /** The volumes among `tasks`' resources not linked into the run's sandbox yet, each once. */
+  const newVolumes = (live: GroupExecutor, tasks: ReadonlyArray<v1.TaskInfo>): Array<v1.Resource> => {
+    const seen = new Set(live.mounted)
     return tasks.flatMap((task) => task.resources).filter((r) => {
       const id = r.disk?.persistence?.id
       if (id === undefined || id === "") return false
-      const k = `${id}\0${r.disk?.volume?.containerPath ?? ""}`
+      const k = volumeKey(r)
       if (seen.has(k)) return false
       seen.add(k)
       return true
     })
   }
 
-  const launchGroup = (framework: v1.FrameworkInfo, executorInfo: v1.ExecutorInfo, group: ReadonlyArray<v1.TaskInfo>) => {
-    let entries: Array<RunningTask> = []
-    return Effect.gen(function*() {
-      const frameworkId = framework.frameworkId
-      // A group resent (or recovered) starts nothing again.
-      if (group.length === 0 || group.some((task) => tasks.has(key(frameworkId, task.taskId)))) return
-      const run: Checkpoint.GroupRun = {
-        frameworkId,
-        executorId: executorInfo.executorId,
-        runId: randomUUID(),
-        framework,
-        executor: executorInfo,
-        tasks: group
+  /** The run's entry for `task` (its checkpoint directory inside the run's). */
+  const groupEntry = (framework: v1.FrameworkInfo, live: GroupExecutor, task: v1.TaskInfo): RunningTask => ({
+    frameworkId: live.frameworkId,
+    framework,
+    info: task,
+    runId: live.runId,
+    containerizer: "process",
+    sandbox: live.run.sandbox,
+    checkpoint: Checkpoint.groupTaskDir(live.run.checkpoint, task.taskId),
+    executor: live.executor,
+    fiber: live.fiber,
+    latest: undefined,
+    acknowledged: undefined,
+    group: live.run
+  })
+
+  /** Links `volumes` into the run's sandbox, refusing a container path another volume holds. */
+  const mountVolumes = (live: GroupExecutor, volumes: ReadonlyArray<v1.Resource>) =>
+    Effect.promise(async () => {
+      const taken = new Map([...live.mounted].map((k) => [k.split("\0")[1]!, k.split("\0")[0]!]))
+      for (const r of volumes) {
+        const containerPath = r.disk?.volume?.containerPath ?? ""
+        const holder = taken.get(containerPath)
+        if (holder !== undefined && holder !== r.disk?.persistence?.id) {
+          throw new Error(`volume ${r.disk?.persistence?.id}: container path "${containerPath}" already holds volume ${holder} in executor ${live.run.executorId}'s sandbox`)
+        }
       }
-      const sandbox = Checkpoint.sandboxDir(config.workDir, run)
-      const runDir = Checkpoint.runDir(config.workDir, run)
-      const shared: Group = { executorId: run.executorId, sandbox, checkpoint: runDir, live: new Set(group.map((t) => t.taskId)) }
-      entries = group.map((task): RunningTask => ({
-        frameworkId,
-        framework,
-        info: task,
-        runId: run.runId,
-        containerizer: "process",
-        sandbox,
-        checkpoint: Checkpoint.groupTaskDir(runDir, task.taskId),
-        executor: undefined,
-        fiber: undefined,
-        latest: undefined,
-        acknowledged: undefined,
-        group: shared
-      }))
-      for (const entry of entries) tasks.set(key(frameworkId, entry.info.taskId), entry)
+      await Volumes.mount(config.workDir, live.run.sandbox, volumes)
+      for (const r of volumes) live.mounted.add(volumeKey(r))
+    })
+
+  /** Reports the failure of a group launch for every task of it (a task that never reports stays STAGING forever). */
+  const groupLaunchFailed = (
+    framework: v1.FrameworkInfo,
+    executorId: string,
+    group: ReadonlyArray<v1.TaskInfo>,
+    entries: ReadonlyArray<RunningTask>,
+    cause: Cause.Cause<unknown>
+  ) =>
+    Effect.gen(function*() {
+      yield* Effect.logError("task group launch failed").pipe(
+        Effect.annotateLogs({ executorId, cause: Cause.pretty(cause) })
+      )
+      const now = yield* Clock.currentTimeMillis
+      const message = `the agent could not launch the task group: ${errorText(cause)}`
+      for (const task of group) {
+        const entry = entries.find((e) => e.info.taskId === task.taskId)
+        yield* record(
+          framework.frameworkId,
+          entry?.checkpoint,
+          agentStatus(task, v1.TaskState.FAILED, v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED, message, now)
+        )
+      }
+    })
+
+  /** A new run of the group's executor: checkpoint, sandbox, volumes, executor, then the group. */
+  const startGroupRun = (framework: v1.FrameworkInfo, executorInfo: v1.ExecutorInfo, group: ReadonlyArray<v1.TaskInfo>) => {
+    const frameworkId = framework.frameworkId
+    const run: Checkpoint.GroupRun = {
+      frameworkId,
+      executorId: executorInfo.executorId,
+      runId: randomUUID(),
+      framework,
+      executor: executorInfo,
+      tasks: group
+    }
+    const sandbox = Checkpoint.sandboxDir(config.workDir, run)
+    const runDir = Checkpoint.runDir(config.workDir, run)
+    const live: GroupExecutor = {
+      frameworkId,
+      info: executorInfo,
+      run: { executorId: run.executorId, sandbox, checkpoint: runDir, live: new Set(group.map((t) => t.taskId)) },
+      runId: run.runId,
+      byTask: new Map(),
+      mounted: new Set(),
+      lock: Semaphore.makeUnsafe(0),
+      groups: 1,
+      executor: undefined,
+      fiber: undefined,
+      ended: false
+    }
+    const entries = group.map((task) => groupEntry(framework, live, task))
+    // Known at once (before anything is awaited), so that a resent group, or a further group of
+    // the same executor handled concurrently, finds the run.
+    for (const entry of entries) {
+      tasks.set(key(frameworkId, entry.info.taskId), entry)
+      live.byTask.set(entry.info.taskId, entry)
+    }
+    groupExecutors.set(key(frameworkId, run.executorId), live)
+    return Effect.gen(function*() {
       // The checkpoint comes first: whatever happens next, a restarted agent knows of the group.
       yield* Effect.promise(() => Checkpoint.writeGroupRun(config.workDir, run))
       yield* Effect.promise(async () => {
@@ -533,30 +665,79 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         await fs.mkdir(sandbox, { recursive: true })
         await fs.rm(path.join(runs, "latest"), { force: true })
         await fs.symlink(run.runId, path.join(runs, "latest"))
-        await Volumes.mount(config.workDir, sandbox, groupVolumes(group))
       })
-      const executor = yield* startGroupExecutor(frameworkId, shared, entries)
+      yield* mountVolumes(live, newVolumes(live, group))
+      const executor = yield* startGroupExecutor(live)
       yield* executor.send({ $case: "launchGroup", value: { taskGroup: { tasks: [...group] } } })
     }).pipe(
       Effect.catchCause((cause) =>
         Effect.gen(function*() {
-          yield* Effect.logError("task group launch failed").pipe(
-            Effect.annotateLogs({ executorId: executorInfo.executorId, cause: Cause.pretty(cause) })
-          )
-          const now = yield* Clock.currentTimeMillis
-          const message = `the agent could not launch the task group: ${errorText(cause)}`
-          for (const task of group) {
-            const entry = entries.find((e) => e.info.taskId === task.taskId)
-            yield* record(
-              framework.frameworkId,
-              entry?.checkpoint,
-              agentStatus(task, v1.TaskState.FAILED, v1.TaskStatus_Reason.CONTAINER_LAUNCH_FAILED, message, now)
-            )
-          }
+          // Nothing can join a run that did not start.
+          live.ended = true
+          yield* groupLaunchFailed(framework, executorInfo.executorId, group, entries, cause)
         })
-      )
+      ),
+      Effect.ensuring(live.lock.release(1))
     )
   }
+
+  /** A further group for a running executor: checkpointed, its new volumes linked, then handed over. */
+  const joinGroupRun = (framework: v1.FrameworkInfo, live: GroupExecutor, executorInfo: v1.ExecutorInfo, group: ReadonlyArray<v1.TaskInfo>) => {
+    let entries: Array<RunningTask> = []
+    return Effect.gen(function*() {
+      const frameworkId = framework.frameworkId
+      if (group.some((task) => tasks.has(key(frameworkId, task.taskId)))) return
+      // Its executor ended (or never started) while this group waited for its turn: the group
+      // starts a new run.
+      if (!joinable(live) || live.executor === undefined) {
+        live.ended = true
+        return yield* launchGroup(framework, executorInfo, group)
+      }
+      if (!sameExecutor(live.info, executorInfo)) {
+        const now = yield* Clock.currentTimeMillis
+        for (const task of group) {
+          yield* record(
+            frameworkId,
+            undefined,
+            agentStatus(
+              task,
+              v1.TaskState.ERROR,
+              v1.TaskStatus_Reason.TASK_INVALID,
+              `executor "${executorInfo.executorId}" already runs on this agent with another ExecutorInfo; send the same ExecutorInfo to launch into it, or use a new executor id`,
+              now
+            )
+          )
+        }
+        return
+      }
+      entries = group.map((task) => groupEntry(framework, live, task))
+      for (const entry of entries) {
+        tasks.set(key(frameworkId, entry.info.taskId), entry)
+        live.byTask.set(entry.info.taskId, entry)
+        live.run.live.add(entry.info.taskId)
+      }
+      const index = live.groups++
+      // Recorded before the executor hears of it: a restarted agent gives it back as a group.
+      yield* Effect.promise(() => Checkpoint.writeAddedGroup(live.run.checkpoint, index, group))
+      yield* mountVolumes(live, newVolumes(live, group))
+      yield* live.executor.send({ $case: "launchGroup", value: { taskGroup: { tasks: [...group] } } })
+    }).pipe(
+      Effect.catchCause((cause) => groupLaunchFailed(framework, executorInfo.executorId, group, entries, cause)),
+      live.lock.withPermit
+    )
+  }
+
+  const launchGroup = (framework: v1.FrameworkInfo, executorInfo: v1.ExecutorInfo, group: ReadonlyArray<v1.TaskInfo>): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const frameworkId = framework.frameworkId
+      // A group resent (or recovered) starts nothing again.
+      if (group.length === 0 || group.some((task) => tasks.has(key(frameworkId, task.taskId)))) return Effect.void
+      const live = groupExecutors.get(key(frameworkId, executorInfo.executorId))
+      // The executor id names a run that still runs a task: the group joins it (the master let it,
+      // having checked the ExecutorInfo). Else a new run of the executor starts, as for a fresh id.
+      if (live !== undefined && joinable(live)) return joinGroupRun(framework, live, executorInfo, group)
+      return startGroupRun(framework, executorInfo, group)
+    })
 
   // ---------------------------------------------------------------- recovery
 
@@ -624,6 +805,29 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         waiting++
         continue
       }
+      if (latest === undefined && run.containerizer === "process" && found_.process === undefined) {
+        const exitStatusFile = Checkpoint.exitStatusFile(found_.dir)
+        const started = CommandExecutor.find(exitStatusFile) !== undefined || (yield* Effect.promise(() => fs.stat(exitStatusFile).then(() => true, () => false)))
+        if (!started) {
+          // The agent stopped between checkpointing the launch and its executor taking the task
+          // (which reports STARTING before anything is spawned): nothing ran, and its sandbox may
+          // not even be ready. As Mesos does for a task launched during an agent restart: DROPPED
+          // (the framework may launch it again), not FAILED, which would blame the task.
+          yield* record(
+            run.frameworkId,
+            found_.dir,
+            agentStatus(
+              run.task,
+              v1.TaskState.DROPPED,
+              v1.TaskStatus_Reason.AGENT_RESTARTED,
+              "Task launched during agent restart: the agent stopped before the task's executor took it; it never ran",
+              now
+            )
+          )
+          waiting++
+          continue
+        }
+      }
       const killing = latest?.state === v1.TaskState.KILLING
       yield* startExecutor(entry, {
         task: run.task,
@@ -664,53 +868,84 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
         checkpoint: found_.dir,
         live: new Set(found_.tasks.filter((t) => t.log.completedAtMs === undefined).map((t) => t.task.taskId))
       }
-      const entries: Array<RunningTask> = []
-      const running: Array<CommandExecutor.Recovered> = []
-      const ended: Array<v1.TaskStatus> = []
-      for (const t of found_.tasks) {
-        const latest = t.log.latest
-        if (t.log.completedAtMs !== undefined) {
-          if (latest !== undefined) ended.push(latest)
-          continue
-        }
-        const entry: RunningTask = {
-          frameworkId: run.frameworkId,
-          framework: run.framework,
-          info: t.task,
-          runId: run.runId,
-          containerizer: "process",
-          sandbox,
-          checkpoint: t.dir,
-          executor: undefined,
-          fiber: undefined,
-          latest,
-          acknowledged: t.log.acknowledged,
-          group: shared
-        }
-        tasks.set(key(run.frameworkId, t.task.taskId), entry)
-        updates.restore(run.frameworkId, t.task.taskId, t.log.pending)
-        if (latest !== undefined && TaskStates.isTerminal(latest.state)) {
-          // Over already: its terminal update only waits to be acknowledged.
-          ended.push(latest)
-          waiting++
-          continue
-        }
-        const killing = latest?.state === v1.TaskState.KILLING
-        entries.push(entry)
-        running.push({
-          task: t.task,
-          process: t.process,
-          ...(latest?.healthy === undefined ? {} : { healthy: latest.healthy }),
-          ...(latest?.ready === undefined ? {} : { ready: latest.ready }),
-          ...(killing
-            ? { killReason: latest.reason !== v1.TaskStatus_Reason.UNSPECIFIED ? latest.reason : v1.TaskStatus_Reason.KILLED_BY_SCHEDULER }
-            : {})
-        })
+      const live: GroupExecutor = {
+        frameworkId: run.frameworkId,
+        info: run.executor,
+        run: shared,
+        runId: run.runId,
+        // Only the tasks the executor takes over: one over already gets no update from it.
+        byTask: new Map(),
+        mounted: new Set(),
+        lock: Semaphore.makeUnsafe(1),
+        groups: found_.groups.length,
+        executor: undefined,
+        fiber: undefined,
+        ended: false
       }
-      // The tasks still running get the group's executor back; those over only wait for their
-      // acknowledgement (and a kill for them goes nowhere, as for a single task).
-      if (running.length > 0) yield* startGroupExecutor(run.frameworkId, shared, entries, { tasks: running, ended })
-      reattached += running.length
+      // Every group the executor was given, each with its own policy (an old checkpoint has one).
+      const recovered: Array<DefaultExecutor.RecoveredGroup> = []
+      const byId = new Map(found_.tasks.map((t) => [t.task.taskId, t]))
+      for (const taskIds of found_.groups) {
+        const running: Array<CommandExecutor.Recovered> = []
+        const ended: Array<v1.TaskStatus> = []
+        for (const taskId of taskIds) {
+          const t = byId.get(taskId)
+          if (t === undefined) continue
+          const latest = t.log.latest
+          if (t.log.completedAtMs !== undefined) {
+            if (latest !== undefined) ended.push(latest)
+            continue
+          }
+          const entry: RunningTask = {
+            frameworkId: run.frameworkId,
+            framework: run.framework,
+            info: t.task,
+            runId: run.runId,
+            containerizer: "process",
+            sandbox,
+            checkpoint: t.dir,
+            executor: undefined,
+            fiber: undefined,
+            latest,
+            acknowledged: t.log.acknowledged,
+            group: shared
+          }
+          tasks.set(key(run.frameworkId, t.task.taskId), entry)
+          updates.restore(run.frameworkId, t.task.taskId, t.log.pending)
+          if (latest !== undefined && TaskStates.isTerminal(latest.state)) {
+            // Over already: its terminal update only waits to be acknowledged.
+            ended.push(latest)
+            waiting++
+            continue
+          }
+          const killing = latest?.state === v1.TaskState.KILLING
+          live.byTask.set(t.task.taskId, entry)
+          running.push({
+            task: t.task,
+            process: t.process,
+            ...(latest?.healthy === undefined ? {} : { healthy: latest.healthy }),
+            ...(latest?.ready === undefined ? {} : { ready: latest.ready }),
+            ...(killing
+              ? { killReason: latest.reason !== v1.TaskStatus_Reason.UNSPECIFIED ? latest.reason : v1.TaskStatus_Reason.KILLED_BY_SCHEDULER }
+              : {})
+          })
+        }
+        if (running.length > 0) recovered.push({ tasks: running, ended })
+        reattached += running.length
+      }
+      // The tasks still running get the group's executor back (and it takes further groups);
+      // those over only wait for their acknowledgement (and a kill for them goes nowhere, as for
+      // a single task).
+      if (recovered.length > 0) {
+        for (const r of found_.tasks.flatMap((t) => t.task.resources)) {
+          const containerPath = r.disk?.volume?.containerPath
+          if (!r.disk?.persistence?.id || containerPath === undefined) continue
+          const linked = yield* Effect.promise(() => fs.lstat(path.resolve(sandbox, containerPath)).then(() => true, () => false))
+          if (linked) live.mounted.add(volumeKey(r))
+        }
+        groupExecutors.set(key(run.frameworkId, run.executorId), live)
+        yield* startGroupExecutor(live, recovered)
+      }
     }
     for (const found_ of found.customs) {
       const sandbox = Checkpoint.sandboxDir(config.workDir, found_.run)
@@ -844,6 +1079,12 @@ export const make = Effect.fn("Agent.make")(function*(config: AgentConfig) {
               // A group's executor and sandbox are shared: they go with the group's last task.
               if (group !== undefined) group.live.delete(ack.taskId)
               if (group === undefined || group.live.size === 0) {
+                const live = groupExecutors.get(key(ack.frameworkId, group?.executorId ?? ""))
+                if (live !== undefined && live.run === group) {
+                  // Nothing joins it any more: a group naming its id starts a new run.
+                  live.ended = true
+                  groupExecutors.delete(key(ack.frameworkId, live.run.executorId))
+                }
                 yield* task.executor?.end ?? Effect.void
                 yield* gc.schedule(group ?? { sandbox: task.sandbox, checkpoint: task.checkpoint }, now, now)
               }

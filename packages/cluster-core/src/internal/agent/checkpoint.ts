@@ -21,7 +21,11 @@ import * as UpdateLog from "./updateLog.ts"
  *
  * A task group (LAUNCH_GROUP) is one run of its executor: `run.json` holds the executor and every
  * task of the group, and each task has the files above (but run.json) in `tasks/<taskId>/` of the
- * run's checkpoint directory. The group's tasks share the run's sandbox.
+ * run's checkpoint directory. The group's tasks share the run's sandbox. Further groups launched
+ * into the running executor (same executor id) are recorded as `groups/<n>.json` (n = 1, 2, ...;
+ * their tasks, written whole before the executor hears of them), so a restarted agent gives every
+ * group back to the executor with the group policy per group. A run without `groups/` (written
+ * before groups could be added) is one group.
  *
  * A custom executor's run (`kind: "custom"`) holds the executor; `process.json` and `exit_status`
  * are the executor program's; each task it was given has `tasks/<taskId>/task.json` (written
@@ -115,6 +119,20 @@ export const writeGroupRun = async (workDir: string, run: GroupRun): Promise<str
   return dir
 }
 
+/** The file of the `index`-th group added to a running group executor (run.json holds group 0). */
+const addedGroupFile = (dir: string, index: number) => path.join(dir, "groups", `${index}.json`)
+
+/**
+ * Records a further task group given to a running group executor (before the executor hears of
+ * it), as its `index`-th group (1, 2, ...): the tasks' checkpoint directories, then the group's
+ * file, whole or not at all.
+ */
+export const writeAddedGroup = async (dir: string, index: number, tasks: ReadonlyArray<v1.TaskInfo>): Promise<void> => {
+  for (const task of tasks) await fs.mkdir(groupTaskDir(dir, task.taskId), { recursive: true })
+  await fs.mkdir(path.dirname(addedGroupFile(dir, index)), { recursive: true })
+  await writeAtomically(addedGroupFile(dir, index), JSON.stringify({ tasks: tasks.map((task) => v1.TaskInfo.toJSON(task)) }))
+}
+
 /** A custom executor's run: its program, and the tasks given to it (each in `tasks/<taskId>/`). */
 export interface CustomRun {
   readonly frameworkId: string
@@ -170,6 +188,8 @@ export interface RecoveredCustom {
 export interface RecoveredGroup {
   readonly run: GroupRun
   readonly dir: string
+  /** The task ids of each group the executor was given, in launch order (run.json's first). */
+  readonly groups: ReadonlyArray<ReadonlyArray<string>>
   readonly tasks: ReadonlyArray<{
     readonly task: v1.TaskInfo
     readonly dir: string
@@ -266,12 +286,29 @@ export const readRuns = async (workDir: string): Promise<{
           }
           if (group?.kind === "group") {
             const tasks: Array<RecoveredGroup["tasks"][number]> = []
-            for (const json of group.tasks) {
-              const task = v1.TaskInfo.fromJSON(json)
-              const taskDir = groupTaskDir(dir, task.taskId)
-              const parsed = await UpdateLog.read(updatesFile(taskDir))
-              if (parsed.problem !== undefined) repaired.push({ dir: taskDir, problem: parsed.problem })
-              tasks.push({ task, dir: taskDir, process: await readProcess(taskDir), log: UpdateLog.replay(parsed.records) })
+            // run.json holds the first group; groups added to the running executor follow in order.
+            const lists: Array<Array<unknown>> = [group.tasks]
+            const added = (await listDir(path.join(dir, "groups")))
+              .map((name) => /^(\d+)\.json$/.exec(name))
+              .filter((match) => match !== null)
+              .map((match) => Number(match[1]))
+              .sort((a, b) => a - b)
+            for (const index of added) {
+              const json = await readJson(addedGroupFile(dir, index)) as { tasks?: Array<unknown> } | undefined
+              if (json?.tasks !== undefined && json.tasks.length > 0) lists.push(json.tasks)
+            }
+            const taskIds: Array<Array<string>> = []
+            for (const list of lists) {
+              const ids: Array<string> = []
+              for (const json of list) {
+                const task = v1.TaskInfo.fromJSON(json)
+                const taskDir = groupTaskDir(dir, task.taskId)
+                const parsed = await UpdateLog.read(updatesFile(taskDir))
+                if (parsed.problem !== undefined) repaired.push({ dir: taskDir, problem: parsed.problem })
+                tasks.push({ task, dir: taskDir, process: await readProcess(taskDir), log: UpdateLog.replay(parsed.records) })
+                ids.push(task.taskId)
+              }
+              taskIds.push(ids)
             }
             groups.push({
               run: {
@@ -280,9 +317,10 @@ export const readRuns = async (workDir: string): Promise<{
                 runId: group.runId,
                 framework: v1.FrameworkInfo.fromJSON(group.framework),
                 executor: v1.ExecutorInfo.fromJSON(group.executor),
-                tasks: tasks.map((t) => t.task)
+                tasks: tasks.filter((t) => taskIds[0]!.includes(t.task.taskId)).map((t) => t.task)
               },
               dir,
+              groups: taskIds,
               tasks
             })
             continue

@@ -777,7 +777,16 @@ export const make = Effect.fn("Master.make")(function*(config: MasterConfig) {
               t.frameworkId === frameworkId && !TaskStates.isTerminal(t.state) &&
               (t.executorId || t.taskId) === executorId
             ),
-          runningExecutor: (executorId) => customExecutors.get(agentId)?.get(`${frameworkId}/${executorId}`)?.info
+          runningExecutor: (executorId) => customExecutors.get(agentId)?.get(`${frameworkId}/${executorId}`)?.info,
+          // Live while it runs a task: once its last task ended the id names a new executor.
+          runningGroupExecutor: (executorId) => {
+            for (const t of tasksOn(agentId).values()) {
+              if (t.frameworkId !== frameworkId || t.executorId !== executorId || TaskStates.isTerminal(t.state)) continue
+              const executor = taskInfo(t).executor
+              if (executor?.type === v1.ExecutorInfo_Type.DEFAULT) return executor
+            }
+            return undefined
+          }
         },
         request.operations,
         offered

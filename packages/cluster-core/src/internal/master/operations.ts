@@ -31,6 +31,13 @@ export interface Context {
    * naming it joins it (same program, nothing more consumed) instead of starting a new one.
    */
   readonly runningExecutor?: ((executorId: string) => v1.ExecutorInfo | undefined) | undefined
+  /**
+   * The default executor (TYPE_DEFAULT) of this framework running task groups on the agent under
+   * this id, if any: live while it still runs a task. A LAUNCH_GROUP naming it with the same
+   * ExecutorInfo joins it (Mesos' semantics: its tasks share the executor's sandbox and volumes)
+   * instead of starting a new one; once its last task ended, the id starts a new executor.
+   */
+  readonly runningGroupExecutor?: ((executorId: string) => v1.ExecutorInfo | undefined) | undefined
 }
 
 /** A task group to run under one executor (LAUNCH_GROUP). */
@@ -110,6 +117,8 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
   let pool = Resources.normalize(offered)
   const out: Plan = { leftover: [], conversions: [], launches: [], groups: [], agentOperations: [], finished: [], executors: [] }
   const startedExecutors = new Map<string, v1.ExecutorInfo>()
+  /** Default executors this Accept starts (LAUNCH_GROUP): a later group of it joins them. */
+  const startedGroupExecutors = new Map<string, v1.ExecutorInfo>()
   const seenTasks = new Set<string>()
   const createdVolumes = new Set<string>()
   const destroyedVolumes = new Set<string>()
@@ -308,15 +317,25 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
         const problem = Validate.executor(`${field}.executor`, executor, ctx.frameworkId)
         if (problem !== undefined) return problem
         const executorId = executor!.executorId
-        if (seenExecutors.has(executorId) || ctx.executorExists?.(executorId) === true) {
+        // A default executor that still runs a task takes further groups, as in Mesos: they need
+        // the ExecutorInfo it was started with, and consume their tasks' resources only.
+        const joining = startedGroupExecutors.get(executorId) ?? ctx.runningGroupExecutor?.(executorId)
+        if (joining !== undefined && !sameProgram(joining, executor!)) {
+          return invalid(
+            `${field}.executor`,
+            `executor "${executorId}" already runs task groups on agent ${ctx.agentId} with another ExecutorInfo; a group joins a running default executor only with the ExecutorInfo it was started with (same type, name, resources, labels, container and data): send that one, or pick a new executor id`
+          )
+        }
+        if (joining === undefined && (seenExecutors.has(executorId) || ctx.executorExists?.(executorId) === true)) {
           return invalid(
             `${field}.executor.executorId`,
-            `executor "${executorId}" is already in use by a live executor of this framework on agent ${ctx.agentId}`
+            `executor "${executorId}" is already in use by a live command or custom executor of this framework on agent ${ctx.agentId}; only a running default executor (TYPE_DEFAULT) takes further task groups`
           )
         }
         const infos = kind.value.taskGroup?.tasks ?? []
         if (infos.length === 0) return invalid(`${field}.taskGroup.tasks`, "must list at least one task")
-        let needed = Resources.allocate(executor!.resources, ctx.role)
+        // A running executor's own resources were taken when it started: never twice.
+        let needed = joining === undefined ? Resources.allocate(executor!.resources, ctx.role) : []
         const tasks: Array<v1.TaskInfo> = []
         for (const [j, info] of infos.entries()) {
           const at_ = `${field}.taskGroup.tasks[${j}]`
@@ -335,16 +354,20 @@ export const plan = (ctx: Context, operations: ReadonlyArray<v1.Operation>, offe
         if (short !== undefined) {
           return invalid(
             `${field}.resources`,
-            `the executor and its ${infos.length} tasks together: ${short.rule}; nothing of the group is launched`
+            joining === undefined
+              ? `the executor and its ${infos.length} tasks together: ${short.rule}; nothing of the group is launched`
+              : `the ${infos.length} tasks of the group joining executor "${executorId}": ${short.rule}; nothing of the group is launched`
           )
         }
         pool = Resources.subtract(pool, needed)
         seenExecutors.add(executorId)
-        const stamped: v1.ExecutorInfo = {
+        // Joining: the agent is given the ExecutorInfo the executor runs with (it checks it too).
+        const stamped: v1.ExecutorInfo = joining ?? {
           ...executor!,
           frameworkId: ctx.frameworkId,
           resources: Resources.allocate(executor!.resources, ctx.role)
         }
+        startedGroupExecutors.set(executorId, stamped)
         out.groups.push({ executor: stamped, tasks: tasks.map((t) => ({ ...t, executor: stamped })) })
         break
       }

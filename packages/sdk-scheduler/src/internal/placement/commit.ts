@@ -98,8 +98,14 @@ export const commit = (a: Attempt, options: Options): Committed => {
 
   const taskResources = taken.map(reserve)
   const newDisks = volumeDisks.filter((v) => !v.offered).map((v) => reserve(v.disk))
+  // Held in the reservation for later tasks, not launched now (`reservation.extra`).
+  const extra: Array<v1.Resource> = []
   if (reservation !== undefined) {
-    operations.push({ operationId: opId("reserve"), kind: { $case: "reserve", value: { resources: [...taskResources, ...newDisks] } } })
+    takeScalar(pool, "cpus", req.extra.cpus, extra)
+    takeScalar(pool, "mem", req.extra.mem, extra)
+    takeScalar(pool, "gpus", req.extra.gpus, extra)
+    takeScalar(pool, "disk", req.extra.disk, extra, (r) => r.disk?.source?.type !== 3)
+    operations.push({ operationId: opId("reserve"), kind: { $case: "reserve", value: { resources: [...taskResources, ...extra.map(reserve), ...newDisks] } } })
   }
   const mode = (m: "RW" | "RO" | undefined) => (m === "RO" ? v1.Volume_Mode.RO : v1.Volume_Mode.RW)
   const created: Array<string> = []
@@ -156,8 +162,8 @@ export const commit = (a: Attempt, options: Options): Committed => {
     operations.push({ operationId: opId("launch"), kind: { $case: "launch", value: { taskInfos: [task] } } })
   }
 
-  view.usedCpus = round(view.usedCpus + req.cpus)
-  view.usedMem = round(view.usedMem + req.mem)
+  view.usedCpus = round(view.usedCpus + req.cpus + (reservation === undefined ? 0 : req.extra.cpus))
+  view.usedMem = round(view.usedMem + req.mem + (reservation === undefined ? 0 : req.extra.mem))
   view.operations.push(...operations)
   return { operations, ports: assigned, reserved: reservation !== undefined, created, resources }
 }

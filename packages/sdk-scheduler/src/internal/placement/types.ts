@@ -22,6 +22,8 @@ export interface Prepared {
   readonly labels: ReadonlyArray<readonly [string, string]> | undefined
   readonly labelsText: string
   readonly existingReservation: boolean
+  /** Scalars reserved beyond the launch when the reservation is made (`reservation.extra`). */
+  readonly extra: { readonly cpus: number; readonly mem: number; readonly disk: number; readonly gpus: number }
   readonly volumes: NonNullable<Requirement["volumes"]>
   readonly constraints: ReadonlyArray<PreparedConstraint>
   readonly preferences: NonNullable<Requirement["preferences"]>
