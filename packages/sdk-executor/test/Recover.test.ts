@@ -253,6 +253,9 @@ describe("CommandExecutor checkpoint and recover", () => {
       const sleeper = recorded.get("e")!
       expect(groupMembers(sleeper.pid).length).toBeGreaterThanOrEqual(2)
       yield* Fiber.interrupt(killedOnInterrupt.fiber)
+      // SIGKILL is sent to the group on interrupt; the kernel takes a moment to end its members
+      // on a loaded machine (a check right away flaked in CI), so wait a bounded while.
+      yield* waitFor("the task's process group gone", () => groupMembers(sleeper.pid).length === 0, 10_000)
       expect(groupMembers(sleeper.pid)).toEqual([])
     }))
 })

@@ -7,6 +7,11 @@
  * reservation and volumes when their agent is offered), decommission, custom plans with
  * parameters, and uninstall (kill, destroy, unreserve, teardown) that leaves nothing behind.
  *
+ * A pod's RUNNING tasks run as one task when there is one, as one task group (the default
+ * executor: one sandbox, the pod's volumes shared) when there are several or when custom plans
+ * run sidecar tasks in the pod (a backup that reads the live volume): those join the running
+ * group, on a share of the pod's reservation held back for them.
+ *
  * Everything it decides from is stored (target config, plan statuses and overrides, each
  * instance's reservation generation, failure clock and recovery, what is to be released), so a
  * restarted scheduler resumes where it stopped: the task lifecycle's write-ahead and its
@@ -537,8 +542,9 @@ const make = (
     /**
      * Drives one instance towards running `fingerprint` with tasks launched at or after `since`:
      * stops older tasks, moves the instance when replacing (new generation, old reservation
-     * released), runs its FINISH/ONCE tasks when `runInit`, then its RUNNING task, and reports
-     * the step's status (COMPLETE once RUNNING and, with a readiness check, ready).
+     * released), runs its FINISH/ONCE tasks when `runInit`, then its RUNNING task(s) (one task
+     * or one task group), and reports the step's status (COMPLETE once every task is RUNNING and
+     * each one with a readiness check is ready).
      */
     const ensure = (
       spec: ServiceSpec.ServiceSpec,

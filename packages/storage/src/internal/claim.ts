@@ -68,15 +68,26 @@ export type LeaseSource = { readonly ttl: Duration.Input } | { readonly lease: L
  * last seen present, so that a deletion between the read and the watch is not
  * missed.
  */
+/**
+ * How often a candidate looks again without a watch event. A watch opened around a restart of
+ * etcd can miss the deletion (or stay silent on a connection being re-established), and a
+ * candidate waiting only on it would never lead again: it happened in CI, a master standing by
+ * for good after etcd came back.
+ */
+const VACANCY_RECHECK = "1 second"
+
 const awaitVacancy = (key: string) =>
   Effect.gen(function*() {
     const store = yield* StateStore
     const current = yield* store.get(key)
     if (Option.isNone(current)) return
-    yield* store.watch(key, { fromRevision: current.value.revision + 1 }).pipe(
-      Stream.filter((event) => event._tag === "Delete" && event.key === key),
-      Stream.take(1),
-      Stream.runDrain
+    yield* Effect.raceFirst(
+      store.watch(key, { fromRevision: current.value.revision + 1 }).pipe(
+        Stream.filter((event) => event._tag === "Delete" && event.key === key),
+        Stream.take(1),
+        Stream.runDrain
+      ),
+      Effect.sleep(VACANCY_RECHECK)
     )
   })
 
