@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -6,28 +5,14 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TaskStates, v1 } from "@berth/proto"
 import { DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
+import { docker, engineProblem, IMAGE, optedOut } from "./dockerSupport.ts"
 
 // `recover` of the Docker executor, against the real engine: what a restarted agent's executor does
 // with a task an earlier executor was given, whatever state its container is in (or none at all).
 
 const { ContainerInfo_Type, TaskState, TaskStatus_Reason: Reason } = v1
-const IMAGE = process.env.BERTH_DOCKER_IMAGE ?? "berth-base:bookworm"
 const FRAMEWORK = "fw-recover"
 
-const docker = (...args: Array<string>): string =>
-  execFileSync("docker", args, { encoding: "utf8", timeout: 30_000, stdio: ["ignore", "pipe", "pipe"] }).trim()
-
-const engineProblem = (() => {
-  try {
-    docker("info", "--format", "{{.ServerVersion}}")
-    docker("image", "inspect", "--format", "{{.Id}}", IMAGE)
-    return undefined
-  } catch (error) {
-    const detail = (error as { stderr?: string }).stderr?.trim() || (error as Error).message
-    return detail.split("\n")[0]
-  }
-})()
-const optedOut = engineProblem !== undefined && process.env.BERTH_SKIP_DOCKER_TESTS === "1" && process.env.CI !== "true"
 if (optedOut) console.warn(`BERTH_SKIP_DOCKER_TESTS=1: skipping the Docker recover suite (${engineProblem})`)
 
 /** Containers (running or not) made for this file's executor `executorId`. */

@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -6,9 +5,9 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
 import { TaskStates, v1 } from "@berth/proto"
 import { DockerExecutor, ExecutorSession } from "@berth/sdk-executor"
+import { docker, engineProblem, IMAGE, optedOut } from "./dockerSupport.ts"
 
 const { ContainerInfo_Type, ContainerInfo_DockerInfo_Network: Network, TaskState, TaskStatus_Reason: Reason, Volume_Mode } = v1
-const IMAGE = process.env.BERTH_DOCKER_IMAGE ?? "berth-base:bookworm"
 
 const container = (
   docker: Partial<v1.ContainerInfo_DockerInfo> = {},
@@ -161,20 +160,6 @@ describe("DockerExecutor.taskProblem", () => {
 
 // --- Against the real engine -------------------------------------------------------------------
 
-const docker = (...args: Array<string>): string =>
-  execFileSync("docker", args, { encoding: "utf8", timeout: 30_000, stdio: ["ignore", "pipe", "pipe"] }).trim()
-
-const engineProblem = (() => {
-  try {
-    docker("info", "--format", "{{.ServerVersion}}")
-    docker("image", "inspect", "--format", "{{.Id}}", IMAGE)
-    return undefined
-  } catch (error) {
-    const detail = (error as { stderr?: string }).stderr?.trim() || (error as Error).message
-    return detail.split("\n")[0]
-  }
-})()
-const optedOut = engineProblem !== undefined && process.env.BERTH_SKIP_DOCKER_TESTS === "1" && process.env.CI !== "true"
 
 /** Containers made by this file's executors (their executor ids all start with "unit-"). */
 const ours = (executorId: string): Array<string> =>
