@@ -128,7 +128,7 @@ export const serve = (options: Options): Effect.Effect<Handle, ServeError | Stor
     const clock = yield* Clock.Clock
     const now = () => clock.currentTimeMillisUnsafe()
     // Ids start from the clock so they keep increasing across leader changes (Last-Event-ID resume).
-    const bus = new EventBus(10_000)
+    const bus = new EventBus(10_000, now)
     bus.startAfter(now() * 1000)
     let leading: Leading | undefined
     let frameworkId: string | undefined

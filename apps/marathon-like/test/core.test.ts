@@ -12,7 +12,7 @@ const setup = Effect.gen(function*() {
   const store = yield* StateStore.make(StateStore.layerMemory)
   let now = 1_000_000
   const calls: Array<{ call: string; arg: unknown }> = []
-  const core = new Core({ store, events: new EventBus(), role: "marathon", principal: "test", now: () => now })
+  const core = new Core({ store, events: new EventBus(10_000, () => now), role: "marathon", principal: "test", now: () => now })
   core.attach({
     accept: (offerIds, operations) => Effect.sync(() => calls.push({ call: "accept", arg: { offerIds, operations } })),
     decline: (offerIds) => Effect.sync(() => void calls.push({ call: "decline", arg: offerIds })),

@@ -22,7 +22,7 @@ describe("requirePorts", () => {
     Effect.gen(function*() {
       const store = yield* StateStore.make(StateStore.layerMemory)
       const accepted: Array<ReadonlyArray<v1.Operation>> = []
-      const core = new Core({ store, events: new EventBus(), role: "marathon", principal: "test" })
+      const core = new Core({ store, events: new EventBus(10_000, () => 0), role: "marathon", principal: "test", now: () => 0 })
       core.attach({
         accept: (_, operations) => Effect.sync(() => accepted.push(operations)),
         decline: () => Effect.void, kill: () => Effect.void, reconcile: () => Effect.void, revive: () => Effect.void

@@ -254,8 +254,6 @@ export interface Options {
 /** How many instances one plan evaluation works on at once. */
 const TICK_CONCURRENCY = 128
 
-const decodeSpec = ServiceSpec.decode
-
 const configIdOf = (spec: ServiceSpec.ServiceSpec) =>
   createHash("sha256").update(JSON.stringify(Schema.encodeSync(ServiceSpec.ServiceSpec)(spec))).digest("hex").slice(0, 16)
 
@@ -358,7 +356,7 @@ const make = (
   | Scope.Scope
 > =>
   Effect.gen(function*() {
-    const initial = yield* decodeSpec(options.spec)
+    const initial = yield* ServiceSpec.decode(options.spec)
     const session = yield* SchedulerSession.SchedulerSession
     const events = yield* SchedulerEvents.SchedulerEvents
     const offers = yield* OfferManager.OfferManager
@@ -391,7 +389,7 @@ const make = (
     // Under the records lock: a tick in progress would write the old deploy plan's statuses back.
     const update = (input: unknown) =>
       recordsLock.withPermit(Effect.gen(function*() {
-        const next = yield* decodeSpec(input)
+        const next = yield* ServiceSpec.decode(input)
         const current = yield* configs.target
         if (Option.isSome(current)) yield* ServiceSpec.checkUpdate(current.value[1], next)
         const id = configIdOf(next)
@@ -413,14 +411,9 @@ const make = (
     // -------------------------------------------------------------------------------------------
     // Launching
 
-    const latest = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, requirementId: string, since: number) => {
-      let best: TaskLifecycle.TaskRecord | undefined
-      for (const t of all) {
-        if (t.requirementId !== requirementId || t.launchedAtMs < since) continue
-        if (best === undefined || t.attempt > best.attempt) best = t
-      }
-      return best
-    }
+    /** The latest attempt's task of a requirement that launches one task at a time. */
+    const latest = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, requirementId: string, since: number): TaskLifecycle.TaskRecord | undefined =>
+      latestAttempt(all, requirementId, since)[0]
     const latestAny = (all: ReadonlyArray<TaskLifecycle.TaskRecord>, requirementId: string) => latest(all, requirementId, -Infinity)
     const live = (t: TaskLifecycle.TaskRecord | undefined): t is TaskLifecycle.TaskRecord => t !== undefined && !TaskLifecycle.isTerminal(t.state)
 
@@ -598,7 +591,7 @@ const make = (
           yield* saveRecord(r)
         }
         if (goal.runInit) {
-          const sidecars = running.length > 0 ? sidecarsOf(spec, r.pod) : []
+          const sidecars = sidecarsOf(spec, r.pod)
           for (const [name, task] of Object.entries(pod.tasks)) {
             // Sidecars run when their plan runs, inside the running group: not at deploy.
             if (task.goal === "RUNNING" || sidecars.includes(name)) continue
@@ -776,14 +769,14 @@ const make = (
               if (sidecars.includes(task)) {
                 // Into the running group (its sandbox and volumes): wait while the group does not run.
                 const group = latestAttempt(ofInstance(all, r.instance), r.instance, -Infinity)
-                const running = group.length > 0 && group.every((x) => x.state === "RUNNING")
-                if (running) {
+                const groupRunning = group.length > 0 && group.every((x) => x.state === "RUNNING")
+                if (groupRunning) {
                   const executorId = TaskLifecycle.taskIdOf(r.instance, group[0]!.attempt)
                   // Registered again each time: a relaunched group runs under a new executor.
                   yield* tasks.launch([sidecarSpec(spec, r, id, task, executorId, { fingerprint: plan.name, extraEnv: parameters })])
                 }
                 if (live(t)) return t.state === "RUNNING" ? "STARTED" : "STARTING"
-                return running ? "PREPARED" : "STARTING"
+                return groupRunning ? "PREPARED" : "STARTING"
               }
               if (live(t)) return t.state === "RUNNING" ? "STARTED" : "STARTING"
               if (runningTasksOf(pod).length === 0) {
@@ -1217,7 +1210,7 @@ export interface StackOptions extends Options {
  */
 export const layerStack = (options: StackOptions): Layer.Layer<ServiceScheduler, StackError, StateStore.StateStore> =>
   Layer.unwrap(Effect.gen(function*() {
-    const spec = yield* decodeSpec(options.spec)
+    const spec = yield* ServiceSpec.decode(options.spec)
     const base = yield* StateStore.StateStore
     const store = StateStore.namespaced(base, `services/${encodeURIComponent(spec.name)}/`)
     const provideStore = Effect.provideService(StateStore.StateStore, store)
@@ -1344,7 +1337,7 @@ export const layerHa = (
   options: HaOptions
 ): Layer.Layer<ServiceScheduler | Leadership, HaError, StateStore.StateStore> =>
   Layer.effectContext(Effect.gen(function*() {
-    const spec = yield* decodeSpec(options.spec)
+    const spec = yield* ServiceSpec.decode(options.spec)
     const key = leaderKey(spec.name)
     const identity = options.identity ?? `${hostname()}:${process.pid}`
     const leadership = yield* Election.campaign(key, new TextEncoder().encode(identity), { ttl: options.leaseTtl ?? "10 seconds" })

@@ -79,7 +79,7 @@ export interface CoreOptions {
   readonly principal: string
   /** Fences every write with the leader key's version, so a deposed leader cannot write. */
   readonly fence?: { readonly key: string; readonly version: number } | undefined
-  readonly now?: () => number
+  readonly now: () => number
   readonly newId?: () => string
 }
 
@@ -110,7 +110,7 @@ export class Core {
   readonly options: CoreOptions
   constructor(options: CoreOptions) {
     this.options = options
-    this.now = options.now ?? (() => Date.now())
+    this.now = options.now
     this.newId = options.newId ?? (() => crypto.randomUUID())
   }
 

@@ -16,7 +16,8 @@ export class EventBus {
 
   private readonly capacity: number
   private readonly now: () => number
-  constructor(capacity = 10_000, now: () => number = () => Date.now()) {
+  /** `now`: the time in ms (the server passes the Effect Clock's). */
+  constructor(capacity: number, now: () => number) {
     this.capacity = capacity
     this.now = now
   }
