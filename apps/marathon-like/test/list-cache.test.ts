@@ -31,6 +31,9 @@ describe("GET /v2/apps cache", () => {
         expect((yield* api.post("/v2/apps", { id: `/c/app-${i}`, cmd: `sleep ${i}`, cpus: 0.1, mem: 16, instances: 0, labels: { n: String(i % 2) } })).status).toBe(201)
       }
       const list = (q = "") => Effect.map(get(`${server.url}/v2/apps${q}`), (r) => ({ ...r, json: JSON.parse(r.body.toString("utf8")) }))
+      // The apps' deployments finish on their own (each app shows its deployments): only once
+      // they are done does nothing change, which is what "unchanged" below compares against.
+      yield* eventually(Effect.map(api.get("/v2/deployments"), (r) => (r.status === 200 && (r.body as Array<unknown>).length === 0 ? true : undefined)), 60_000, "no deployment left")
       const first = yield* list()
       expect(first.json.apps).toHaveLength(40)
       const etag = first.headers.etag!
